@@ -1,0 +1,42 @@
+# GRD-Line: the whole set-up is two commands, `make demo` and `make test`.
+# Each installs what it needs (deploy/local/bootstrap.sh) and starts the services it needs.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-unit test-integration demo bench lint stack-up stack-down stack-status
+
+help:
+	@echo "make demo   - the whole line on the local stack (installs everything first)"
+	@echo "make test   - the whole test suite (unit + integration against real services)"
+	@echo "make test-unit | test-integration | bench | lint | stack-up | stack-down | stack-status"
+
+setup:
+	@bash deploy/local/bootstrap.sh
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: setup
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+demo: setup
+	@bash deploy/local/demo.sh
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: setup
+	$(PY) -m ruff check .
+
+stack-up: setup
+	.venv/bin/grdline stack up
+
+stack-down:
+	.venv/bin/grdline stack down
+
+stack-status:
+	.venv/bin/grdline stack status

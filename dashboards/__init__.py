@@ -1,0 +1,1 @@
+"""GRD-Line dashboards package."""

@@ -1,0 +1,1 @@
+"""GRD-Line inference package."""

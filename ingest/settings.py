@@ -1,0 +1,73 @@
+"""Kafka connection settings: defaults point at the local stack on loopback.
+
+Loaded from the environment (prefix ``GRDLINE_KAFKA_``) or a YAML file through
+:func:`load_settings`. Secrets are ``SecretStr`` so they never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Local stack ports (deploy/local). One home: the stack and every client default read these.
+KAFKA_PORT = 19092
+KAFKA_CONTROLLER_PORT = 19093
+#: Port on which an ingest process (camera, replay) serves its own Prometheus ``/metrics``.
+INGEST_METRICS_PORT = 18081
+
+
+class KafkaSettings(BaseSettings):
+    """Where the Kafka cluster is and how to authenticate (PLAINTEXT, SASL and/or TLS)."""
+
+    model_config = SettingsConfigDict(env_prefix="GRDLINE_KAFKA_", extra="forbid")
+
+    bootstrap_servers: str = f"127.0.0.1:{KAFKA_PORT}"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    client_id: str = "grdline"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by kafka-python's producer, consumer and admin client."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value is not None:
+                kw[name] = str(value)
+        return kw
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def load_settings(cls: type[S], path: str | Path | None = None, **overrides: Any) -> S:
+    """Build settings ``cls`` from an optional YAML file, then the environment, then overrides.
+
+    A wrong field fails here, at start-up, with pydantic's message naming the field.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: settings file must hold a mapping, got {type(loaded).__name__}")
+        data.update(loaded)
+    data.update(overrides)
+    return cls(**data)

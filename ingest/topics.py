@@ -1,0 +1,39 @@
+"""Kafka topic names and their defaults: the one home for them.
+
+Every other module imports these names; none spells a topic as a literal.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FRAMES = "frames"
+REJECTS = "rejects"
+DLQ = "frames.dlq"
+
+#: Largest frame the broker, topics and producers accept (bytes). Frames are images of up to a few
+#: MiB; the broker's ``message.max.bytes`` (deploy/local) is set to the same value.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+class TopicSpec(BaseModel):
+    """How a topic is created (partitions, retention, size limit)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int = Field(default=24 * 3600 * 1000, ge=-1)
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=1024)
+
+    def configs(self) -> dict[str, str]:
+        """Topic-level configs for the admin client (``retention.ms``, ``max.message.bytes``)."""
+        return {"retention.ms": str(self.retention_ms), "max.message.bytes": str(self.max_message_bytes)}
+
+
+DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(name=FRAMES, partitions=4),
+    TopicSpec(name=REJECTS, partitions=1, retention_ms=7 * 24 * 3600 * 1000),
+    TopicSpec(name=DLQ, partitions=1, retention_ms=7 * 24 * 3600 * 1000),
+)
