@@ -23,11 +23,13 @@ def render_prometheus_config(
     ray_targets: Sequence[str] = (f"127.0.0.1:{RAY_METRICS_PORT}",),
     ingest_targets: Sequence[str] = (f"127.0.0.1:{INGEST_METRICS_PORT}",),
     scrape_interval_s: int = LOCAL_SCRAPE_INTERVAL_S,
+    rule_files: Sequence[str] = (),
 ) -> str:
-    """The ``prometheus.yml`` text for the given targets."""
+    """The ``prometheus.yml`` text for the given targets (and alert rule files)."""
     interval = f"{scrape_interval_s}s"
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": list(rule_files),
         "scrape_configs": [
             {"job_name": "ray", "static_configs": [{"targets": list(ray_targets)}]},
             {"job_name": "grdline-ingest", "static_configs": [{"targets": list(ingest_targets)}]},

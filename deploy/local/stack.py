@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dashboards.alerts import render_alert_rules
 from dashboards.prometheus import render_prometheus_config
 from dashboards.settings import PROMETHEUS_PORT
 from inference.settings import REDIS_PORT
@@ -336,8 +337,10 @@ def start_prometheus(timeout: float = 60.0) -> None:
     binary = _require("prometheus", "install Debian package 'prometheus'; `make setup` does it")
     home = STATE / "prometheus"
     home.mkdir(parents=True, exist_ok=True)
+    rules = home / "grdline-rules.yml"
+    rules.write_text(render_alert_rules())
     config = home / "prometheus.yml"
-    config.write_text(render_prometheus_config())
+    config.write_text(render_prometheus_config(rule_files=[str(rules)]))
     _spawn("prometheus", [
         binary, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
         f"--web.listen-address={HOST}:{PROMETHEUS_PORT}", "--storage.tsdb.retention.time=1d",
