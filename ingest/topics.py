@@ -14,6 +14,11 @@ DLQ = "frames.dlq"
 #: Largest frame the broker, topics and producers accept (bytes). Frames are images of up to a few
 #: MiB; the broker's ``message.max.bytes`` (deploy/local) is set to the same value.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: The dead-letter topic takes a frame of MAX_MESSAGE_BYTES plus the dead-letter headers (reason,
+#: stage, coordinates: ingest.dlq), so its limit has that much room on top (the broker's own
+#: ``message.max.bytes`` in deploy/local is MAX_MESSAGE_BYTES + 64 KiB as well). A producer of
+#: dead letters sets ``max_request_size`` to this.
+DLQ_MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES + 64 * 1024
 
 
 class TopicSpec(BaseModel):
@@ -35,5 +40,6 @@ class TopicSpec(BaseModel):
 DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(name=FRAMES, partitions=4),
     TopicSpec(name=REJECTS, partitions=1, retention_ms=7 * 24 * 3600 * 1000),
-    TopicSpec(name=DLQ, partitions=1, retention_ms=7 * 24 * 3600 * 1000),
+    TopicSpec(name=DLQ, partitions=1, retention_ms=7 * 24 * 3600 * 1000,
+              max_message_bytes=DLQ_MAX_MESSAGE_BYTES),
 )
