@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ingest import metrics
 from ingest.contract import Encoding, FrameMeta
 from ingest.producer import FramePublisher
-from ingest.source import FrameSource
+from ingest.source import CapturedFrame, FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,13 @@ def run_cameras(
     stop: threading.Event | None = None,
     jpeg_quality: int = 90,
     deadline_ms: int | None = None,
+    on_frame: Callable[[CapturedFrame], None] | None = None,
 ) -> CameraStats:
-    """Publish from every source until each is exhausted, ``max_frames`` each, or ``stop``."""
+    """Publish from every source until each is exhausted, ``max_frames`` each, or ``stop``.
+
+    ``on_frame`` (called from the camera threads, after each frame is handed to the producer)
+    lets the caller keep what stays off Kafka, such as the simulator's ground truth.
+    """
     if fps is not None and fps <= 0:
         raise ValueError(f"fps must be positive or None (as fast as possible), got {fps}")
     stop = stop or threading.Event()
@@ -78,6 +83,8 @@ def run_cameras(
                     break
                 meta = FrameMeta.from_captured(frame, enc, deadline_ms=deadline_ms)
                 publisher.publish(frame.image, meta, jpeg_quality=jpeg_quality)
+                if on_frame is not None:
+                    on_frame(frame)
                 metrics.FRAMES_CAPTURED.labels(frame.line_id, frame.camera_id).inc()
                 count += 1
                 if max_frames is not None and count >= max_frames:

@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 from ingest.settings import INGEST_METRICS_PORT, KafkaSettings, load_settings
 from ingest.topics import DLQ, FRAMES
@@ -96,6 +97,18 @@ def camera_cmd(args: argparse.Namespace) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
         log.info("metrics on http://127.0.0.1:%d/metrics", args.metrics_port)
+    on_frame = None
+    truth = None
+    if args.truth_out:
+        from ingest.simulator.camera import TruthStore
+
+        truth, truth_lock = TruthStore(), threading.Lock()
+
+        def on_frame(frame) -> None:
+            if frame.truth is not None:
+                with truth_lock:
+                    truth.record(frame)
+
     with _stop_on_signals() as stop:
         publisher = FramePublisher(_settings(args), args.topic).start()
         if args.spread_partitions:
@@ -103,9 +116,12 @@ def camera_cmd(args: argparse.Namespace) -> int:
         try:
             stats = run_cameras(sources, publisher, encoding=args.encoding, fps=args.fps,
                                 max_frames=args.frames, stop=stop, jpeg_quality=args.jpeg_quality,
-                                deadline_ms=args.deadline_ms)
+                                deadline_ms=args.deadline_ms, on_frame=on_frame)
         finally:
             publisher.close()
+            if truth is not None:
+                truth.dump_jsonl(args.truth_out)
+                log.info("ground truth of %d frames written to %s", len(truth), args.truth_out)
     log.info("published %d frames from %d camera(s) in %.1fs (%d acknowledged, %d failed)",
              stats.total, len(cameras), stats.seconds, publisher.acked, publisher.failed)
     return _report_failures(publisher)
@@ -206,6 +222,8 @@ def register(subparsers) -> None:
     p.add_argument("--defect-rate", type=float, default=0.1, help="simulator defect rate")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (shared: the cameras see the same items)")
     p.add_argument("--loop", action="store_true", help="folder/video: start again at the end")
+    p.add_argument("--truth-out", type=Path, default=None,
+                   help="simulator: write each frame's ground truth (JSONL, by frame id) here")
     p.add_argument("--deadline-ms", type=int, default=None)
     p.add_argument("--topic", default=FRAMES)
     p.add_argument("--spread-partitions", action="store_true",
