@@ -1,0 +1,209 @@
+"""Typed configuration of the Serve application (:class:`ServeAppConfig`), loadable from YAML.
+
+One model holds every knob of the app: which model artefact (or the no-compute stand-in used by
+the scaling benchmark), batching, replicas/autoscaling, the ingress in-flight window, deadline
+policy, per-recipe ROI and default deadline, topics, and the Kafka/Redis connection settings.
+
+Defaults point at the local stack, so ``ServeAppConfig(model_dir=...)`` runs out of the box.
+Secrets (Kafka SASL password, Redis password) live in :class:`~ingest.settings.KafkaSettings` and
+:class:`~inference.settings.RedisSettings` as ``SecretStr``; nested settings are built through
+their own constructors so the ``GRDLINE_KAFKA_*`` / ``GRDLINE_REDIS_*`` environment still applies
+when a YAML file gives only some of their fields.
+
+Knobs that change live (``serve deploy`` with a new ``user_config``; no replica restart):
+:class:`ModelTuning` (batch size, batch wait, thresholds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from inference.settings import RedisSettings
+from ingest.settings import KafkaSettings, load_settings
+from ingest.topics import DLQ, FRAMES, REJECTS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelTuning(_Strict):
+    """What the model deployment's ``reconfigure`` applies live (its Serve ``user_config``).
+
+    ``threshold`` / ``pixel_threshold`` ``None`` keep the artefact's calibrated values.
+    """
+
+    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=5.0)
+    threshold: float | None = None
+    pixel_threshold: float | None = None
+
+
+class StandInModel(_Strict):
+    """A model that does no compute: each batch takes ``batch_latency_ms`` (sleep) and scores
+    every image by its mean brightness / 255. For scaling benchmarks and deadline tests."""
+
+    batch_latency_ms: float = Field(default=20.0, ge=0.0)
+    image_size: int = Field(default=64, ge=8)
+    channels: Literal[1, 3] = 1
+    threshold: float = 0.5
+    pixel_threshold: float = 0.5
+    version: str = "standin-1"
+
+
+class AutoscalingSettings(_Strict):
+    """Serve autoscaling of the model deployment on ongoing requests per replica."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    #: Handle calls per replica (each up to ``ingress.request_group`` frames); None = one running
+    #: and one queued batch (:meth:`ServeAppConfig.target_ongoing_requests`).
+    target_ongoing_requests: float | None = Field(default=None, gt=0)
+    upscale_delay_s: float = Field(default=5.0, ge=0)
+    downscale_delay_s: float = Field(default=60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> AutoscalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+        return self
+
+
+class ModelDeploymentSettings(_Strict):
+    """Placement and scaling of ``GRDNetModel``."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: GPU share per replica when a GPU is present (device auto/cuda); fractional packs replicas.
+    num_gpus: float = Field(default=0.5, gt=0, le=8)
+    num_cpus: float = Field(default=1.0, ge=0)
+    #: Fixed replica count; ignored when ``autoscaling`` is set.
+    num_replicas: int = Field(default=1, ge=1)
+    autoscaling: AutoscalingSettings | None = None
+    #: Batches a replica accepts beyond the one running, so the next batch fills while one runs.
+    #: ``max_ongoing_requests = max_batch_size * (1 + queue_batches)`` handle calls.
+    queue_batches: int = Field(default=2, ge=1)
+    #: torch intra-op threads per replica (CPU); None leaves torch's default.
+    torch_threads: int | None = Field(default=None, ge=1)
+    warmup_batches: int = Field(default=2, ge=0)
+
+
+class IngressSettings(_Strict):
+    """The Kafka-consuming ``LineIngress`` deployment."""
+
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=0.5, ge=0)
+    group_id: str = "grdline-inference"
+    #: Frames handed to the model and not yet committed, per replica. Bounds memory; should be a
+    #: few batches so batches fill (>= max_batch_size * model replicas).
+    inflight_window: int = Field(default=64, ge=1)
+    #: Frames of one partition sent to the model in one handle call (Serve's per-request overhead
+    #: is paid once per group). 1 = one call per frame.
+    request_group: int = Field(default=4, ge=1, le=64)
+    #: How long a partial group waits for more frames of its partition before it is sent.
+    group_linger_ms: float = Field(default=5.0, ge=0)
+    #: Resume consuming when in-flight falls to this fraction of the window.
+    resume_fraction: float = Field(default=0.5, gt=0, le=1)
+    poll_timeout_ms: int = Field(default=100, ge=1)
+    commit_interval_ms: int = Field(default=200, ge=1)
+    #: Sink flush: at most this many results, or after this many ms from the first one.
+    sink_flush_max: int = Field(default=64, ge=1)
+    sink_flush_interval_ms: float = Field(default=5.0, ge=0)
+    #: On revoke (rebalance), wait this long for in-flight frames of revoked partitions.
+    revoke_drain_timeout_s: float = Field(default=10.0, ge=0)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    fetch_max_bytes: int = Field(default=52_428_800, ge=1024)
+
+
+class DeadlineSettings(_Strict):
+    """What happens to a frame that cannot be decided before its deadline."""
+
+    #: ``reject``: fail-safe, the item is rejected. ``pass``: the item passes, the result is flagged.
+    late_policy: Literal["reject", "pass"] = "reject"
+    #: Deadline when neither the frame header nor its recipe gives one (None = no deadline).
+    default_deadline_ms: int | None = Field(default=None, ge=1)
+    #: Time kept in reserve for the sinks: the model must answer by deadline - margin.
+    sink_margin_ms: float = Field(default=5.0, ge=0)
+
+
+class RecipeSettings(_Strict):
+    """Per-recipe inference settings. ``roi``: ``recipe`` = the recipe's fixed ROI
+    (``ingest.simulator.roi_mask_for_recipe``), ``none`` = whole frame, otherwise a PNG path
+    (non-zero = ROI)."""
+
+    roi: str = "recipe"
+    deadline_ms: int | None = Field(default=None, ge=1)
+
+
+class TopicSettings(_Strict):
+    frames: str = FRAMES
+    rejects: str = REJECTS
+    dlq: str = DLQ
+
+
+class RedisSinkSettings(_Strict):
+    result_ttl_s: int = Field(default=24 * 3600, ge=1)
+    stream_maxlen: int = Field(default=10_000, ge=1)
+    #: TTL of the per-item reject claim (idempotency key); longer than any redelivery delay.
+    reject_claim_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+
+
+class ServeAppConfig(_Strict):
+    """Everything the GRD-Line Serve application needs. ``extra="forbid"`` at every level."""
+
+    app_name: str = "grdline"
+    route_prefix: str = "/grdline"
+    model_dir: Path | None = None
+    standin: StandInModel | None = None
+    tuning: ModelTuning = Field(default_factory=ModelTuning)
+    model: ModelDeploymentSettings = Field(default_factory=ModelDeploymentSettings)
+    ingress: IngressSettings = Field(default_factory=IngressSettings)
+    deadline: DeadlineSettings = Field(default_factory=DeadlineSettings)
+    recipes: dict[str, RecipeSettings] = Field(default_factory=dict)
+    default_recipe: RecipeSettings = Field(default_factory=RecipeSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    sink: RedisSinkSettings = Field(default_factory=RedisSinkSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _kafka_env(cls, v: Any) -> Any:
+        return KafkaSettings(**v) if isinstance(v, dict) else v
+
+    @field_validator("redis", mode="before")
+    @classmethod
+    def _redis_env(cls, v: Any) -> Any:
+        return RedisSettings(**v) if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _one_model(self) -> ServeAppConfig:
+        if (self.model_dir is None) == (self.standin is None):
+            raise ValueError("exactly one of model_dir and standin must be set")
+        return self
+
+    def recipe(self, name: str) -> RecipeSettings:
+        return self.recipes.get(name, self.default_recipe)
+
+    def max_ongoing_requests(self) -> int:
+        """Model replica admission, in handle calls: room for the running batch plus
+        ``queue_batches`` more even when every call carries a single frame (a paced camera);
+        calls of ``request_group`` frames only make the admitted backlog deeper."""
+        return self.tuning.max_batch_size * (1 + self.model.queue_batches)
+
+    def target_ongoing_requests(self) -> float:
+        """Autoscaling target, in handle calls: one running and one queued batch per replica."""
+        a = self.model.autoscaling
+        if a is not None and a.target_ongoing_requests is not None:
+            return a.target_ongoing_requests
+        return max(1.0, 2 * self.tuning.max_batch_size / self.ingress.request_group)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> ServeAppConfig:
+    """Config from an optional YAML file, then keyword overrides (top-level fields)."""
+    return load_settings(ServeAppConfig, path, **overrides)

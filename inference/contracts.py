@@ -1,0 +1,211 @@
+"""What inference publishes: the per-frame :class:`Result` (Redis) and :class:`RejectCommand` (Kafka).
+
+Both cross process boundaries, so both are pydantic models with ``extra="forbid"`` and an explicit
+``schema_version``. Redis layout (see docs/interfaces.md):
+
+* ``{prefix}:result:{frame_id}`` — a hash, one field per :class:`Result` field; scalars as text,
+  ``boxes`` and ``timings_ms`` as JSON, ``mask_png`` as PNG bytes (uint8 0/255, frame resolution,
+  ROI-filtered). TTL from config.
+* ``{prefix}:stream:{line_id}`` — capped stream, one entry per decision (the hash without the mask).
+* ``{prefix}:rejected:{item_id}`` — the reject idempotency claim (see :mod:`inference.sinks`).
+
+A reject command is JSON on the rejects topic, keyed by item id, so all commands of one item land
+in one partition and a compacted topic keeps one per item.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+#: Hash fields that hold JSON.
+_JSON_FIELDS = ("boxes", "timings_ms")
+#: Fields that may be None (stored as the empty string).
+_NULLABLE = ("score", "deadline_at", "threshold", "late_policy")
+
+
+def result_key(prefix: str, frame_id: str) -> str:
+    return f"{prefix}:result:{frame_id}"
+
+
+def stream_key(prefix: str, line_id: str) -> str:
+    return f"{prefix}:stream:{line_id}"
+
+
+def reject_claim_key(prefix: str, item_id: str) -> str:
+    return f"{prefix}:rejected:{item_id}"
+
+
+class Box(BaseModel):
+    """Axis-aligned box of one connected defect region, pixels at frame resolution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+
+
+class Timings(BaseModel):
+    """Per-stage latency of one frame in milliseconds.
+
+    ``queue``: capture → ingress received it; ``decode``; ``wait``: handed to the model → its batch
+    started (batching + routing); ``model``: the batch's model time; ``total``: capture → decision.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    queue: float = 0.0
+    decode: float = 0.0
+    wait: float = 0.0
+    model: float = 0.0
+    total: float = 0.0
+
+
+class Result(BaseModel):
+    """The decision on one frame. ``decision`` True = defective (reject). ``score`` is None when
+    the model did not answer in time (``late``); then ``decision`` follows ``late_policy``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    frame_id: str
+    item_id: str
+    line_id: str
+    camera_id: str
+    recipe: str
+    captured_at: datetime
+    decided_at: datetime
+    deadline_at: datetime | None = None
+    score: float | None
+    decision: bool
+    late: bool = False
+    late_policy: Literal["reject", "pass"] | None = None
+    threshold: float | None = None
+    model_version: str = ""
+    roi_id: str
+    defect_area: int = 0
+    boxes: list[Box] = Field(default_factory=list)
+    timings_ms: Timings = Field(default_factory=Timings)
+    mask_png: bytes = b""
+    topic: str
+    partition: int
+    offset: int
+
+    def to_redis(self, with_mask: bool = True) -> dict[str, bytes | str]:
+        """Flat mapping for ``HSET`` / ``XADD``: text scalars, JSON lists, PNG bytes."""
+        out: dict[str, bytes | str] = {}
+        for name, value in self.model_dump(mode="json", exclude={"mask_png"}).items():
+            if name in _JSON_FIELDS:
+                out[name] = json.dumps(value, separators=(",", ":"))
+            elif value is None:
+                out[name] = ""
+            elif isinstance(value, bool):
+                out[name] = "1" if value else "0"
+            else:
+                out[name] = str(value)
+        if with_mask:
+            out["mask_png"] = self.mask_png
+        return out
+
+    @classmethod
+    def from_redis(cls, data: dict[bytes | str, bytes | str]) -> Result:
+        """Inverse of :meth:`to_redis` (keys/values as returned by redis-py without decoding)."""
+        fields: dict[str, object] = {}
+        for k, v in data.items():
+            key = k.decode() if isinstance(k, bytes) else k
+            if key == "mask_png":
+                fields[key] = v if isinstance(v, bytes) else v.encode("latin-1")
+                continue
+            text = v.decode() if isinstance(v, bytes) else v
+            if key in _JSON_FIELDS:
+                fields[key] = json.loads(text)
+            elif text == "" and key in _NULLABLE:
+                fields[key] = None
+            elif key in ("decision", "late"):
+                fields[key] = text == "1"
+            else:
+                fields[key] = text
+        return cls.model_validate(fields)
+
+
+class RejectCommand(BaseModel):
+    """Tell the actuator to reject one physical item. One per item, keyed by ``item_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    item_id: str
+    line_id: str
+    camera_id: str
+    frame_id: str
+    score: float | None
+    reason: Literal["defect", "late"]
+    captured_at: datetime
+    decided_at: datetime
+    deadline_at: datetime | None = None
+
+    @classmethod
+    def from_result(cls, r: Result) -> RejectCommand:
+        return cls(
+            item_id=r.item_id,
+            line_id=r.line_id,
+            camera_id=r.camera_id,
+            frame_id=r.frame_id,
+            score=r.score,
+            reason="late" if r.late else "defect",
+            captured_at=r.captured_at,
+            decided_at=r.decided_at,
+            deadline_at=r.deadline_at,
+        )
+
+    def to_kafka(self) -> tuple[bytes, bytes]:
+        """(key, value) for the rejects topic."""
+        return self.item_id.encode(), self.model_dump_json().encode()
+
+    @classmethod
+    def from_kafka(cls, value: bytes) -> RejectCommand:
+        return cls.model_validate_json(value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def mask_to_png(mask: np.ndarray) -> bytes:
+    """bool/uint8 ``(H, W)`` → PNG bytes of a uint8 0/255 image."""
+    img = (np.asarray(mask) > 0).astype(np.uint8) * 255
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"PNG encoding of a mask of shape {img.shape} failed")
+    return buf.tobytes()
+
+
+def png_to_mask(data: bytes) -> np.ndarray:
+    """PNG bytes → bool ``(H, W)``."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError("not a PNG mask")
+    return img > 0
+
+
+def mask_regions(mask: np.ndarray, max_boxes: int = 32) -> tuple[int, list[Box]]:
+    """Defect area (pixels) and the boxes of its connected regions, largest first."""
+    m = (np.asarray(mask) > 0).astype(np.uint8)
+    area = int(m.sum())
+    if area == 0:
+        return 0, []
+    n, _, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    boxes = [
+        Box(x=int(s[0]), y=int(s[1]), w=int(s[2]), h=int(s[3]), area=int(s[4]))
+        for s in stats[1:n]
+    ]
+    boxes.sort(key=lambda b: b.area, reverse=True)
+    return area, boxes[:max_boxes]

@@ -1,0 +1,240 @@
+"""``GRDNetModel``: the batched model deployment.
+
+* Loads the artefact once per replica, in ``__init__`` (``Predictor.load``; or the no-compute
+  :class:`~inference.standin.StandInPredictor`), on the device chosen by config (``auto``: CUDA
+  when the replica was given a GPU, else CPU), then warms up with full batches.
+* :meth:`GRDNetModel.infer` takes a small group of :class:`ModelRequest` (frames of one camera)
+  and is ``@serve.batch``-ed: concurrent calls (from the ingress' in-flight window) form batches. ``max_batch_size``,
+  ``batch_wait_timeout_s`` and the thresholds are the deployment's ``user_config``
+  (:class:`~inference.config.ModelTuning`); :meth:`reconfigure` applies them live.
+* The predict call and the mask post-processing (PNG, connected regions) run on a one-thread
+  executor, never on the replica's event loop, so requests keep being accepted while a batch runs.
+* Batches are coalesced up to the moment the model is free. ``@serve.batch`` forms the *next*
+  batch as soon as the previous one is handed over, freezing it at whatever arrived within
+  ``batch_wait_timeout_s`` — under a steady stream that gives small batches behind a busy model.
+  So the Serve batches (up to ``_SERVE_CONCURRENT_BATCHES`` at once) only enqueue their requests;
+  one runner task takes everything queued, up to ``max_batch_size``, each time the model becomes
+  free. At low load a batch still leaves after ``batch_wait_timeout_s``; under load every batch is
+  full. ``max_ongoing_requests`` (config) admits a running batch plus ``queue_batches`` more.
+* One bad item never fails a batch: when a batch raises, its items are retried one by one and only
+  the failing ones come back as :class:`ModelFailure` (the ingress dead-letters them, stage
+  ``model``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from inference.config import ModelTuning, ServeAppConfig
+from inference.contracts import Box, mask_regions, mask_to_png
+from inference.metrics import BATCH_SIZE, MODEL_LATENCY, MODEL_METRICS, Recorders
+
+log = logging.getLogger(__name__)
+
+#: Serve batches that may be waiting on the runner at once (they only enqueue; see module doc).
+_SERVE_CONCURRENT_BATCHES = 8
+
+
+@dataclass
+class ModelRequest:
+    """One frame for the model. ``image`` uint8 ``(H, W[, C])``; ``roi`` bool ``(H, W)`` or None."""
+
+    frame_id: str
+    image: np.ndarray
+    roi: np.ndarray | None = None
+
+
+@dataclass
+class ModelReply:
+    """The model's answer for one frame (mask already PNG-encoded at frame resolution)."""
+
+    score: float
+    decision: bool
+    threshold: float
+    model_version: str
+    mask_png: bytes
+    defect_area: int
+    boxes: list[Box] = field(default_factory=list)
+    batch_size: int = 1
+    batch_started: float = 0.0  # wall clock (time.time()) when the batch's predict began
+    model_s: float = 0.0
+
+
+@dataclass
+class ModelFailure:
+    """The model could not process this one frame."""
+
+    frame_id: str
+    reason: str
+    error_type: str
+
+
+def load_predictor(cfg: ServeAppConfig, device: str) -> Any:
+    if cfg.standin is not None:
+        from inference.standin import StandInPredictor
+
+        return StandInPredictor(cfg.standin)
+    from model.predictor import Predictor
+
+    return Predictor.load(cfg.model_dir, device=device)
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@serve.deployment(name="GRDNetModel")
+class GRDNetModel:
+    """Batched GRD-Net (or stand-in) inference; see the module docstring."""
+
+    def __init__(self, cfg: ServeAppConfig):
+        self._cfg = cfg
+        if cfg.model.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(cfg.model.torch_threads)
+        self.device = resolve_device(cfg.model.device)
+        self._predictor = load_predictor(cfg, self.device)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grdnet-predict")
+        self._metrics = Recorders(MODEL_METRICS)
+        self._batches = 0
+        self._frames = 0
+        self._tuning = ModelTuning()
+        self._warm = False
+        self._queue: deque[tuple[ModelRequest, asyncio.Future]] = deque()
+        self._wake: asyncio.Event | None = None
+        self._runner: asyncio.Task | None = None
+        self._apply(cfg.tuning)
+        log.info("GRDNetModel loaded: version %s on %s", self._predictor.version, self.device)
+
+    def _apply(self, tuning: ModelTuning) -> None:
+        self.infer.set_max_batch_size(tuning.max_batch_size)
+        self.infer.set_batch_wait_timeout_s(tuning.batch_wait_timeout_s)
+        self._predictor.set_thresholds(image=tuning.threshold, pixel=tuning.pixel_threshold)
+        self._tuning = tuning
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live change of batching and thresholds (Serve ``user_config``); no restart.
+
+        Serve calls it right after ``__init__`` too, so the first call warms up with the real
+        batch size before the replica is marked ready."""
+        self._apply(ModelTuning.model_validate(user_config))
+        if not self._warm:
+            self._warm_up(self._cfg.model.warmup_batches)
+            self._warm = True
+        log.info("GRDNetModel configured: %s", self._tuning.model_dump())
+
+    def _warm_up(self, n: int) -> None:
+        p = self._predictor
+        shape = (p.image_size, p.image_size) if p.channels == 1 else (p.image_size, p.image_size, 3)
+        imgs = [np.zeros(shape, np.uint8) for _ in range(self._tuning.max_batch_size)]
+        for _ in range(n):
+            p.predict(imgs)
+
+    def _predict_batch(self, reqs: list[ModelRequest]) -> list[ModelReply | ModelFailure]:
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            out = self._predictor.predict([r.image for r in reqs], [r.roi for r in reqs])
+        except Exception as exc:  # noqa: BLE001 - isolate the bad item(s), see module doc
+            if len(reqs) == 1:
+                return [ModelFailure(reqs[0].frame_id, f"{type(exc).__name__}: {exc}", type(exc).__name__)]
+            log.warning("batch of %d failed (%r); retrying its items one by one", len(reqs), exc)
+            return [self._predict_batch([r])[0] for r in reqs]
+        model_s = time.perf_counter() - t0
+        threshold = float(self._predictor.threshold)
+        version = str(self._predictor.version)
+        replies: list[ModelReply | ModelFailure] = []
+        for i in range(len(reqs)):
+            mask = out.masks[i]
+            area, boxes = mask_regions(mask)
+            replies.append(
+                ModelReply(
+                    score=float(out.scores[i]),
+                    decision=bool(out.decisions[i]),
+                    threshold=threshold,
+                    model_version=version,
+                    mask_png=mask_to_png(mask),
+                    defect_area=area,
+                    boxes=boxes,
+                    batch_size=len(reqs),
+                    batch_started=started,
+                    model_s=model_s,
+                )
+            )
+        return replies
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, max_concurrent_batches=_SERVE_CONCURRENT_BATCHES)
+    async def infer(self, groups: list[list[ModelRequest]]) -> list[list[ModelReply | ModelFailure]]:
+        """One call = a group of frames (a list of requests); replies in the same order.
+
+        A Serve batch of calls is only enqueued, frame by frame, for the runner."""
+        loop = asyncio.get_running_loop()
+        if self._runner is None or self._runner.done():
+            self._wake = asyncio.Event()
+            self._runner = loop.create_task(self._run())
+        futures = [[loop.create_future() for _ in g] for g in groups]
+        for g, fs in zip(groups, futures, strict=True):
+            self._queue.extend(zip(g, fs, strict=True))
+        self._wake.set()
+        return [list(await asyncio.gather(*fs)) for fs in futures]
+
+    async def _run(self) -> None:
+        """The one model runner: each time the model is free, take up to a full batch."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            take = min(len(self._queue), self._tuning.max_batch_size)
+            items = [self._queue.popleft() for _ in range(take)]
+            live = [(r, f) for r, f in items if not f.cancelled()]
+            if not live:
+                continue
+            t0 = time.perf_counter()
+            try:
+                replies = await loop.run_in_executor(self._executor, self._predict_batch, [r for r, _ in live])
+            except Exception as exc:  # noqa: BLE001 - a bug, not a bad item: fail these callers, keep serving
+                log.exception("model runner failed on a batch of %d", len(live))
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            self._metrics.observe(MODEL_LATENCY, time.perf_counter() - t0)
+            self._metrics.observe(BATCH_SIZE, len(live))
+            self._batches += 1
+            self._frames += len(live)
+            for (_, f), reply in zip(live, replies, strict=True):
+                if not f.done():
+                    f.set_result(reply)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this replica (tests and benchmarks)."""
+        import os
+
+        return {
+            "pid": os.getpid(),
+            "batches": self._batches,
+            "frames": self._frames,
+            "device": self.device,
+            "tuning": self._tuning.model_dump(),
+            "threshold": float(self._predictor.threshold),
+            "version": str(self._predictor.version),
+        }
+
+    async def __call__(self, request: Any) -> dict[str, Any]:
+        return self.stats()

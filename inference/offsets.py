@@ -1,0 +1,148 @@
+"""Contiguous-watermark offset tracking per partition (pure; no Kafka import).
+
+Frames of one partition are polled in order but complete out of order (batches, replicas, sinks).
+Committing the highest *completed* offset would skip frames still in flight if the replica died;
+committing only the **contiguous watermark** — the lowest polled offset not yet completed (or one
+past the highest polled when all completed) — guarantees every offset below the commit is done.
+"Contiguous" is over the offsets actually polled, so gaps Kafka leaves in a partition (transaction
+markers, compaction) never block the watermark.
+
+Rebalances: :meth:`OffsetTracker.assign` starts a fresh *epoch* for a partition, and every
+:class:`Ticket` carries the epoch it was issued in. After a revoke (and even a later re-assign of
+the same partition), completions of old tickets are ignored — the new owner re-reads those frames
+from the last commit, and the sinks are idempotent.
+
+Thread-safe: the consumer thread adds/commits, the event loop completes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Ticket(NamedTuple):
+    """Proof that ``offset`` of ``partition`` was polled in ``epoch``; pass it to ``complete``."""
+
+    partition: Hashable
+    offset: int
+    epoch: int
+
+
+@dataclass
+class _Partition:
+    epoch: int
+    committed: int | None = None  # last offset committed (next to read), None = unknown
+    high: int | None = None  # one past the highest offset added
+    heap: list[int] = field(default_factory=list)  # outstanding offsets (some may be done)
+    outstanding: set[int] = field(default_factory=set)
+    done: set[int] = field(default_factory=set)
+
+    def watermark(self) -> int | None:
+        while self.heap and self.heap[0] in self.done:
+            off = heapq.heappop(self.heap)
+            self.done.discard(off)
+            self.outstanding.discard(off)
+        if self.heap:
+            return self.heap[0]
+        return self.high
+
+    def in_flight(self) -> int:
+        return len(self.outstanding) - len(self.done)
+
+
+class OffsetTracker:
+    """Per-partition watermark of completed offsets. Partitions are any hashable key
+    (kafka-python ``TopicPartition`` in production)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: dict[Hashable, _Partition] = {}
+        self._epoch = 0
+        self.stale_completions = 0
+
+    def assign(self, partitions: Iterable[Hashable]) -> None:
+        """Start tracking ``partitions`` in a new epoch (already tracked ones are kept)."""
+        with self._lock:
+            for tp in partitions:
+                if tp not in self._parts:
+                    self._epoch += 1
+                    self._parts[tp] = _Partition(epoch=self._epoch)
+
+    def add(self, partition: Hashable, offset: int) -> Ticket:
+        """Record that ``offset`` was polled and is now in flight."""
+        with self._lock:
+            p = self._parts.get(partition)
+            if p is None:
+                raise KeyError(f"partition {partition!r} is not assigned; cannot track offset {offset}")
+            if p.committed is None:
+                p.committed = offset  # where this assignment started: nothing to commit yet
+            if offset in p.outstanding:
+                p.done.discard(offset)  # polled again (seek back): in flight again
+            else:
+                p.outstanding.add(offset)
+                heapq.heappush(p.heap, offset)
+            if p.high is None or offset + 1 > p.high:
+                p.high = offset + 1
+            return Ticket(partition, offset, p.epoch)
+
+    def complete(self, ticket: Ticket) -> bool:
+        """Mark a polled offset done. False (and ignored) when its partition was revoked since."""
+        with self._lock:
+            p = self._parts.get(ticket.partition)
+            if p is None or p.epoch != ticket.epoch or ticket.offset not in p.outstanding:
+                self.stale_completions += 1
+                return False
+            p.done.add(ticket.offset)
+            return True
+
+    def is_current(self, ticket: Ticket) -> bool:
+        """Whether ``ticket``'s partition is still assigned in the epoch it was issued in."""
+        with self._lock:
+            p = self._parts.get(ticket.partition)
+            return p is not None and p.epoch == ticket.epoch
+
+    def committable(self) -> dict[Hashable, int]:
+        """Partitions whose watermark moved past the last commit: ``{partition: next offset}``."""
+        with self._lock:
+            out = {}
+            for tp, p in self._parts.items():
+                wm = p.watermark()
+                if wm is not None and (p.committed is None or wm > p.committed):
+                    out[tp] = wm
+            return out
+
+    def mark_committed(self, offsets: dict[Hashable, int]) -> None:
+        """Record a successful commit (ignores partitions revoked meanwhile)."""
+        with self._lock:
+            for tp, off in offsets.items():
+                p = self._parts.get(tp)
+                if p is not None and (p.committed is None or off > p.committed):
+                    p.committed = off
+
+    def revoke(self, partitions: Iterable[Hashable]) -> dict[Hashable, int]:
+        """Stop tracking ``partitions``; return the final watermark of those that moved past their
+        last commit (the caller commits them before giving the partitions up)."""
+        with self._lock:
+            final = {}
+            for tp in partitions:
+                p = self._parts.pop(tp, None)
+                if p is None:
+                    continue
+                wm = p.watermark()
+                if wm is not None and (p.committed is None or wm > p.committed):
+                    final[tp] = wm
+            return final
+
+    def in_flight(self, partitions: Iterable[Hashable] | None = None) -> int:
+        """Offsets polled and not completed (all partitions, or only ``partitions``)."""
+        with self._lock:
+            keys = self._parts.keys() if partitions is None else partitions
+            return sum(self._parts[tp].in_flight() for tp in keys if tp in self._parts)
+
+    def partitions(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._parts)

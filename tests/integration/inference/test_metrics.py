@@ -1,0 +1,54 @@
+"""Every metric the design names reaches Prometheus (through Ray's metrics export) after a run."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from inference import metrics as M
+
+from .conftest import (
+    encoded,
+    results,
+    running,
+    simulated_frames,
+    split_threshold,
+    standin_scores,
+    wait_for,
+)
+
+
+def prometheus_names(url: str) -> set[str]:
+    with urllib.request.urlopen(f"{url}/api/v1/label/__name__/values", timeout=10) as resp:
+        return set(json.load(resp)["data"])
+
+
+def prometheus_value(url: str, query: str) -> float:
+    q = urllib.request.quote(query)
+    with urllib.request.urlopen(f"{url}/api/v1/query?query={q}", timeout=10) as resp:
+        data = json.load(resp)["data"]["result"]
+    return sum(float(r["value"][1]) for r in data)
+
+
+def test_every_designed_metric_appears_in_prometheus(
+    app_config, produce, redis_client, redis_prefix, serve_instance, prometheus_url
+):
+    frames = simulated_frames(cameras=2, per_camera=8, seed=9, line="Lm")
+    threshold = split_threshold(standin_scores(frames))
+    k, v, h = encoded(frames[0])
+    garbage = (k, b"not an image", h)  # same frame id header; it is dead-lettered, never decided
+    late = encoded(frames[1], deadline_ms=1)  # already late on arrival
+    cfg = app_config(partitions=2, standin={"batch_latency_ms": 20, "threshold": threshold},
+                     tuning={"max_batch_size": 4})
+    records = [garbage] + [encoded(f) for f in frames[2:]] + [late]
+    produce(cfg.topics.frames, records)
+    ids = [f.frame_id for f in frames[1:]]
+    with running(cfg):
+        wait_for(lambda: len(results(redis_client, redis_prefix, ids)) == len(ids), 90, "decisions")
+        wanted = {series for spec in M.SPECS for series in M.prometheus_series(spec.name)}
+        wait_for(lambda: not (wanted - prometheus_names(prometheus_url)), 150,
+                 "every grdline_ series in Prometheus", interval_s=2.0)
+        # the line label is there and the counters count this run
+        consumed = f'{M.prometheus_name(M.FRAMES_CONSUMED)}{{line="Lm"}}'
+        wait_for(lambda: prometheus_value(prometheus_url, consumed) >= len(records), 60,
+                 "consumed counter of this run", interval_s=2.0)

@@ -1,0 +1,74 @@
+"""The model deployment's batch logic, without a cluster (the stand-in predictor)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from inference.config import ServeAppConfig
+from inference.contracts import png_to_mask
+from inference.model_deployment import GRDNetModel, ModelFailure, ModelReply, ModelRequest
+
+
+def make_model(**tuning) -> object:
+    cfg = ServeAppConfig(standin={"batch_latency_ms": 0, "threshold": 0.5}, tuning=tuning,
+                         model={"warmup_batches": 1})
+    return GRDNetModel.func_or_class(cfg)
+
+
+def test_batch_replies_in_order_with_masks_at_frame_resolution():
+    m = make_model(max_batch_size=4)
+    bright = np.full((10, 12), 200, np.uint8)
+    dark = np.zeros((8, 8), np.uint8)
+    roi = np.zeros((10, 12), bool)
+    roi[:, :6] = True
+    out = m._predict_batch([ModelRequest("a", bright, roi), ModelRequest("b", dark)])
+    assert [type(o) for o in out] == [ModelReply, ModelReply]
+    a, b = out
+    assert a.decision and not b.decision and a.batch_size == 2
+    mask = png_to_mask(a.mask_png)
+    assert mask.shape == (10, 12) and mask[:, :6].all() and not mask[:, 6:].any()
+    assert a.defect_area == 60 and len(a.boxes) == 1
+    assert a.model_version == "standin-1" and a.threshold == 0.5
+
+
+def test_one_bad_item_does_not_fail_the_batch():
+    m = make_model()
+    good = np.full((8, 8), 10, np.uint8)
+    bad = np.zeros((8, 8), np.uint8)
+    bad_roi = np.zeros((3, 3), bool)  # wrong shape: the predictor raises for this item
+    out = m._predict_batch([ModelRequest("g1", good), ModelRequest("bad", bad, bad_roi), ModelRequest("g2", good)])
+    assert isinstance(out[0], ModelReply) and isinstance(out[2], ModelReply)
+    assert isinstance(out[1], ModelFailure) and out[1].frame_id == "bad"
+
+
+def test_reconfigure_changes_batching_and_threshold_live():
+    m = make_model(max_batch_size=4)
+    m.reconfigure({"max_batch_size": 32, "batch_wait_timeout_s": 0.2, "threshold": 0.01})
+    assert m.infer._get_max_batch_size() == 32
+    assert m.infer._get_batch_wait_timeout_s() == 0.2
+    out = m._predict_batch([ModelRequest("a", np.full((8, 8), 10, np.uint8))])
+    assert out[0].decision and out[0].threshold == 0.01
+
+
+def test_runner_coalesces_serve_batches_up_to_the_maximum_while_the_model_is_busy():
+    m = make_model(max_batch_size=8)
+    m._predictor._latency_s = 0.05
+    img = np.zeros((8, 8), np.uint8)
+
+    async def go():
+        # six small Serve batches arrive while the first model run is busy
+        first = asyncio.ensure_future(m.infer.__wrapped__(m, [[ModelRequest("a0", img)]]))
+        await asyncio.sleep(0.01)
+        # each Serve batch here holds one call of a group of two frames
+        rest = [asyncio.ensure_future(m.infer.__wrapped__(m, [[ModelRequest(f"b{i}{j}", img) for j in range(2)]]))
+                for i in range(6)]
+        return await first, await asyncio.gather(*rest)
+
+    first, rest = asyncio.run(go())
+    assert [len(g) for g in first] == [1] and [[len(g) for g in r] for r in rest] == [[2]] * 6
+    assert rest[0][0][1].batch_size == 8
+    s = m.stats()
+    assert s["frames"] == 13
+    assert s["batches"] == 3  # 1, then 8 (four Serve batches), then 4
