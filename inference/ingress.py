@@ -57,10 +57,10 @@ from inference.sinks import (
     RejectSink,
     SinkError,
 )
+from ingest.dlq import STAGE_DECODE, STAGE_INFERENCE, STAGE_VALIDATE
 
 log = logging.getLogger(__name__)
 
-STAGE_MODEL = "model"
 _MODEL_ATTEMPTS = 3
 _UNHEALTHY_AFTER_S = 60.0
 _TAG_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,63}$")
@@ -239,7 +239,6 @@ class LineIngress:
 
     def _prepare(self, out: Outcome) -> _Prepared | None:
         """Dead-letter a frame that cannot be inspected; otherwise its ROI and deadline."""
-        from ingest.dlq import STAGE_DECODE, STAGE_VALIDATE
 
         f = out.frame
         if f.error is not None:
@@ -290,7 +289,7 @@ class LineIngress:
     def _finish(self, p: _Prepared, reply: ModelReply | ModelFailure | None, decided: datetime, sent: float) -> None:
         out, f, meta, dl = p.out, p.out.frame, p.out.frame.meta, p.deadline
         if isinstance(reply, ModelFailure):
-            out.dead = self._dead(f, reply.reason, STAGE_MODEL, None)
+            out.dead = self._dead(f, reply.reason, STAGE_INFERENCE, None)
             self._outq.put_nowait(out)
             return
         late = reply is None or (dl is not None and decided > dl)

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from ingest.dlq import STAGE_DECODE, STAGE_INFERENCE, STAGE_VALIDATE
+
 #: Prefix Ray puts before application metric names in its Prometheus export.
 RAY_EXPORT_PREFIX = "ray_"
 
@@ -37,7 +39,7 @@ INFLIGHT_FRAMES = "grdline_inflight_frames"
 #: Values of the ``stage`` label of :data:`STAGE_LATENCY`.
 STAGES = ("queue", "decode", "wait", "model", "sinks")
 #: Values of the ``stage`` label of :data:`FRAMES_DEAD_LETTERED`.
-DLQ_STAGES = ("decode", "model")
+DLQ_STAGES = (STAGE_DECODE, STAGE_VALIDATE, STAGE_INFERENCE)
 
 LATENCY_BUCKETS_S = [
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
