@@ -1,0 +1,100 @@
+"""``grdline train`` and ``grdline eval`` (command-line contract of issue 3; keep it stable).
+
+    grdline train --data ROOT --category NAME --profile {line,paper} --out DIR
+                  [--epochs N | --steps N] [--image-size N] [--roi PATH] [--seed N] [--device D]
+    grdline eval  --model DIR --data ROOT --category NAME --out DIR   # writes DIR/metrics.json
+
+torch is imported inside the handlers so ``grdline --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a GRD-Net model on an MVTec-layout folder")
+    p.add_argument("--data", required=True, help="dataset root (MVTec AD layout)")
+    p.add_argument("--category", required=True)
+    p.add_argument("--profile", choices=["line", "paper"], default="line")
+    p.add_argument("--out", required=True, help="model directory to write")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--steps", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--roi", help="category ROI image (default: <data>/<cat>/roi/default.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    p.add_argument("--channels", choices=["auto", "1", "3"], default="auto")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--bottleneck", choices=["crae", "drae"])
+    p.add_argument("--roi-mode", choices=["target", "prediction"])
+    p.add_argument("--texture-dir", help="folder of defect textures (e.g. DTD)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_train)
+
+    e = subparsers.add_parser("eval", help="evaluate a model directory on a test set")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--category", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--device")
+    e.add_argument("--roi", help="category ROI image (default: the dataset's roi/default.png)")
+    e.add_argument("--no-roi", action="store_true", help="do not apply ROIs at inference")
+    e.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    e.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from model import data
+    from model.config import make_config
+    from model.errors import ModelError
+    from model.pipeline import train_from_folder
+
+    try:
+        over: dict = {"train": {"seed": args.seed}}
+        if args.image_size:
+            over["image_size"] = args.image_size
+        if args.channels == "auto":
+            over["channels"] = data.detect_channels(data.list_train(args.data, args.category))
+        else:
+            over["channels"] = int(args.channels)
+        if args.batch_size:
+            over["train"]["batch_size"] = args.batch_size
+        if args.bottleneck:
+            over["generator"] = {"bottleneck": args.bottleneck}
+        if args.roi_mode:
+            over["loss"] = {"roi_mode": args.roi_mode}
+        if args.texture_dir:
+            over["anomaly"] = {"texture_dir": args.texture_dir}
+        cfg = make_config(args.profile, **over)
+        out, report = train_from_folder(
+            cfg, args.data, args.category, args.out, epochs=args.epochs, steps=args.steps,
+            roi_path=args.roi, device=args.device, resume=args.resume,
+            progress=not args.no_progress,
+        )
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    print(json.dumps({"model": str(out), **report["thresholds"], "version": report["version"]}))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
+    from model.evaluate import evaluate
+
+    try:
+        m = evaluate(args.model, args.data, args.category, args.out, device=args.device,
+                     roi_path=args.roi, use_roi=not args.no_roi, precision=args.precision)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    keys = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "false_reject_rate", "escape_rate")
+    print(json.dumps({k: m[k] for k in keys}))
+    return 0

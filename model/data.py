@@ -1,0 +1,211 @@
+"""MVTec AD folder layout: listing, reading and resizing images, masks and ROIs.
+
+Layout (spec §7, docs/interfaces.md)::
+
+    <root>/<cat>/train/good/*.png|jpg|jpeg|bmp
+    <root>/<cat>/test/<type>/*.png ...            (<type> = good or a defect type)
+    <root>/<cat>/ground_truth/<type>/<name>_mask.png
+    <root>/<cat>/roi/default.png                  (optional category ROI)
+    <root>/<cat>/roi/<split>/<type>/<name>.png    (optional per-image ROI override)
+
+Errors name the offending path (:class:`~model.errors.DatasetError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model.errors import DatasetError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of the dataset and where its mask / ROI live (if any)."""
+
+    path: Path
+    split: str  # "train" or "test"
+    defect_type: str  # "good" or a defect folder name
+    mask_path: Path | None  # ground truth (test defects only)
+    roi_path: Path | None  # per-image ROI override or None
+
+    @property
+    def is_anomalous(self) -> bool:
+        return self.defect_type != "good"
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def category_dir(root: str | Path, category: str) -> Path:
+    d = Path(root) / category
+    if not Path(root).is_dir():
+        raise DatasetError(f"dataset root {root} does not exist")
+    if not d.is_dir():
+        raise DatasetError(f"category folder {d} does not exist")
+    return d
+
+
+def _roi_override(cat: Path, split: str, dtype: str, img: Path) -> Path | None:
+    folder = cat / "roi" / split / dtype
+    for ext in IMAGE_EXTS:
+        p = folder / (img.stem + ext)
+        if p.is_file():
+            return p
+    return None
+
+
+def list_train(root: str | Path, category: str) -> list[Sample]:
+    """Good training images of ``<root>/<category>/train/good``."""
+    cat = category_dir(root, category)
+    folder = cat / "train" / "good"
+    if not folder.is_dir():
+        raise DatasetError(f"training folder {folder} does not exist")
+    files = _images_in(folder)
+    if not files:
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTS)}) in {folder}")
+    return [Sample(p, "train", "good", None, _roi_override(cat, "train", "good", p)) for p in files]
+
+
+def list_test(root: str | Path, category: str) -> list[Sample]:
+    """Test images of every ``test/<type>`` folder, with ground-truth masks for defect types."""
+    cat = category_dir(root, category)
+    test = cat / "test"
+    if not test.is_dir():
+        raise DatasetError(f"test folder {test} does not exist")
+    out: list[Sample] = []
+    for tdir in sorted(p for p in test.iterdir() if p.is_dir()):
+        for img in _images_in(tdir):
+            mask = None
+            if tdir.name != "good":
+                gt_dir = cat / "ground_truth" / tdir.name
+                cands = [gt_dir / f"{img.stem}_mask{e}" for e in IMAGE_EXTS]
+                mask = next((c for c in cands if c.is_file()), None)
+                if mask is None:
+                    raise DatasetError(f"ground-truth mask for {img} is missing (looked for {cands[0]})")
+            out.append(Sample(img, "test", tdir.name, mask, _roi_override(cat, "test", tdir.name, img)))
+    if not out:
+        raise DatasetError(f"no test images under {test}")
+    return out
+
+
+def default_roi_path(root: str | Path, category: str) -> Path | None:
+    p = Path(root) / category / "roi" / "default.png"
+    return p if p.is_file() else None
+
+
+def read_image(path: Path, channels: int | None = None) -> np.ndarray:
+    """Read an image as uint8 RGB (H, W, 3) or gray (H, W, 1); ``channels`` None keeps it."""
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise DatasetError(f"cannot read image {path} (missing, unsupported or corrupt)")
+    if data.dtype == np.uint16:
+        data = (data // 257).astype(np.uint8)
+    if data.dtype != np.uint8:
+        raise DatasetError(f"image {path} has unsupported dtype {data.dtype}")
+    if data.ndim == 3 and data.shape[2] == 4:
+        data = cv2.cvtColor(data, cv2.COLOR_BGRA2BGR)
+    if data.ndim == 3:
+        data = cv2.cvtColor(data, cv2.COLOR_BGR2RGB)
+    else:
+        data = data[:, :, None]
+    if channels == 1 and data.shape[2] == 3:
+        data = cv2.cvtColor(data, cv2.COLOR_RGB2GRAY)[:, :, None]
+    elif channels == 3 and data.shape[2] == 1:
+        data = np.repeat(data, 3, axis=2)
+    return data
+
+
+def read_binary(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a mask / ROI PNG as bool (H, W); checks it matches ``shape`` (H, W) if given."""
+    data = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if data is None:
+        raise DatasetError(f"cannot read mask {path}")
+    if shape is not None and data.shape != tuple(shape):
+        raise DatasetError(
+            f"mask {path} has size {data.shape[1]}x{data.shape[0]} but its image is "
+            f"{shape[1]}x{shape[0]}"
+        )
+    return data > 0
+
+
+def resize(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """Resize (H, W[, C]) to (size, size[, C]); area for shrinking, linear for growing."""
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img
+    if nearest:
+        interp = cv2.INTER_NEAREST
+    else:
+        interp = cv2.INTER_AREA if (h > size or w > size) else cv2.INTER_LINEAR
+    out = cv2.resize(img, (size, size), interpolation=interp)
+    if img.ndim == 3 and out.ndim == 2:
+        out = out[:, :, None]
+    return out
+
+
+def detect_channels(samples: list[Sample], probe: int = 8) -> int:
+    """1 if the first ``probe`` images are grayscale (or RGB with equal channels), else 3."""
+    for s in samples[:probe]:
+        im = read_image(s.path)
+        if im.shape[2] == 3 and not (np.array_equal(im[..., 0], im[..., 1])
+                                     and np.array_equal(im[..., 1], im[..., 2])):
+            return 3
+    return 1
+
+
+def load_images(samples: list[Sample], size: int, channels: int) -> np.ndarray:
+    """uint8 (N, size, size, channels)."""
+    return np.stack([resize(read_image(s.path, channels), size) for s in samples])
+
+
+def load_rois(
+    samples: list[Sample], size: int, default_roi: Path | None
+) -> np.ndarray | None:
+    """bool (N, size, size) ROIs (override, else default), or None when neither exists."""
+    if default_roi is None and all(s.roi_path is None for s in samples):
+        return None
+    default = None
+    if default_roi is not None:
+        default = read_binary(default_roi)
+    out = []
+    for s in samples:
+        if s.roi_path is not None:
+            shape = read_image(s.path).shape[:2]
+            r = read_binary(s.roi_path, shape)
+        elif default is not None:
+            r = default
+        else:
+            r = np.ones((size, size), bool)
+        out.append(resize(r.astype(np.uint8), size, nearest=True) > 0)
+    return np.stack(out)
+
+
+def load_masks(samples: list[Sample], size: int) -> np.ndarray:
+    """bool (N, size, size) ground truth (all False for good images); checks sizes match."""
+    out = []
+    for s in samples:
+        if s.mask_path is None:
+            out.append(np.zeros((size, size), bool))
+            continue
+        shape = read_image(s.path).shape[:2]
+        m = read_binary(s.mask_path, shape)
+        out.append(resize(m.astype(np.uint8), size, nearest=True) > 0)
+    return np.stack(out)
+
+
+def load_textures(folder: str | Path, size: int, channels: int, limit: int = 256) -> np.ndarray:
+    """Texture images of a folder (recursive) resized to the model size: uint8 (T, S, S, C)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise DatasetError(f"texture folder {d} does not exist")
+    files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:limit]
+    if not files:
+        raise DatasetError(f"no texture images in {d}")
+    return np.stack([resize(read_image(p, channels), size) for p in files])

@@ -1,0 +1,231 @@
+"""Serving API: a batch of uint8 images (+ optional ROIs) → scores, decisions, masks, heat maps.
+
+Contract: ``docs/interfaces.md`` (model/). The Predictor keeps only the inference path (E1,
+decoder, segmenter) with BatchNorm folded into the convs, in channels_last layout, and picks a
+numeric mode per device: autocast fp16/bf16 on CUDA; bf16 weights on a CPU with native bf16
+(AVX512-BF16 / AMX), fp32 on other CPUs (emulated bf16 is ~10× slower there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+
+from model.artefact import ModelMeta, load
+from model.blocks import fuse_norms
+from model.errors import ModelError
+from model.networks import GRDNet, InferenceNet, image_score
+
+
+class PredictionBatch(NamedTuple):
+    """Per-batch results; masks and heat maps are at each input's own resolution."""
+
+    scores: np.ndarray  # float32 (B,)  η = max(avg_pool(M̂ ⊙ R))
+    decisions: np.ndarray  # bool (B,)  η >= threshold
+    masks: list[np.ndarray]  # bool (H_i, W_i), ROI-filtered, M̂ >= τ_px
+    heatmaps: list[np.ndarray]  # float32 (H_i, W_i) in [0, 1], ROI-filtered
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` → CUDA if available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU executes bf16 matmuls natively (x86 ``avx512_bf16`` or ``amx_bf16``)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(
+    meta_cfg_inference, device: torch.device, precision: str | None, bf16_ok: bool = True
+) -> str:
+    """Numeric mode name: ``fp32``, ``bf16`` or ``fp16``.
+
+    CPU ``auto``: bf16 only with native bf16 hardware and when calibration found bf16 accurate
+    enough (``bf16_ok``, stored in the artefact), else fp32.
+    """
+    if device.type == "cuda":
+        want = precision or meta_cfg_inference.gpu_precision
+        if want == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return want
+    want = precision or meta_cfg_inference.cpu_precision
+    if want == "auto":
+        return "bf16" if cpu_has_native_bf16() and bf16_ok else "fp32"
+    if want == "fp16":
+        raise ModelError("fp16 is not supported on CPU; use fp32 or bf16")
+    return want
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def to_model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """uint8 (H, W) | (H, W, 1) | (H, W, 3) → uint8 (size, size, channels) (RGB assumed)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ModelError(f"images must be uint8 numpy arrays, got {getattr(image, 'dtype', type(image))}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        gray = True
+    elif image.ndim == 3 and image.shape[2] == 3:
+        gray = False
+    else:
+        raise ModelError(f"image shape {image.shape} is not (H, W), (H, W, 1) or (H, W, 3)")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ModelError(f"empty image of shape {image.shape}")
+    if channels == 1 and not gray:
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    if image.shape[0] != size or image.shape[1] != size:
+        shrink = image.shape[0] > size or image.shape[1] > size
+        image = cv2.resize(image, (size, size),
+                           interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if channels == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image
+
+
+def roi_to_model(roi: np.ndarray | None, shape: tuple[int, int], size: int) -> np.ndarray:
+    """ROI (H, W) bool/uint8 → float32 (size, size) with nearest-neighbour resizing."""
+    if roi is None:
+        return np.ones((size, size), np.float32)
+    r = np.asarray(roi)
+    if r.ndim == 3 and r.shape[2] == 1:
+        r = r[:, :, 0]
+    if r.shape != shape:
+        raise ModelError(f"ROI shape {r.shape} does not match image shape {shape}")
+    r = (r != 0).astype(np.uint8)
+    return cv2.resize(r, (size, size), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+
+
+class Predictor:
+    """Batch inference for serving (see module doc)."""
+
+    def __init__(
+        self,
+        net: GRDNet,
+        meta: ModelMeta,
+        device: str | torch.device | None = None,
+        precision: str | None = None,
+        max_batch: int = 64,
+    ) -> None:
+        self.meta = meta
+        cfg = meta.config
+        self.device = pick_device(device)
+        self.precision = resolve_precision(cfg.inference, self.device, precision,
+                                           bool(meta.calibration.get("bf16_ok", True)))
+        inet = InferenceNet(copy.deepcopy(net)).eval()
+        if cfg.inference.fuse_norm:
+            fuse_norms(inet)
+        inet = inet.to(self.device)
+        self._autocast = self.device.type == "cuda" and self.precision != "fp32"
+        if not self._autocast:
+            inet = inet.to(_DTYPES[self.precision])
+        self._memory_format = (
+            torch.channels_last if cfg.inference.channels_last else torch.contiguous_format
+        )
+        self.net = inet.to(memory_format=self._memory_format)
+        self.max_batch = max_batch
+        self.version: str = meta.version
+        self.image_size: int = cfg.image_size
+        self.channels: int = cfg.channels
+        self.threshold: float = float(meta.thresholds.image)
+        self.pixel_threshold: float = float(meta.thresholds.pixel)
+
+    @classmethod
+    def load(
+        cls, model_dir: str | Path, device: str | torch.device | None = None,
+        precision: str | None = None, max_batch: int = 64,
+    ) -> Predictor:
+        """Load an artefact directory (never unpickles); ``device=None`` = CUDA if available."""
+        net, meta = load(model_dir)
+        return cls(net, meta, device=device, precision=precision, max_batch=max_batch)
+
+    def set_thresholds(self, image: float | None = None, pixel: float | None = None) -> None:
+        """Change τ and/or τ_px live (serving reconfigure)."""
+        if image is not None:
+            self.threshold = float(image)
+        if pixel is not None:
+            self.pixel_threshold = float(pixel)
+
+    @torch.inference_mode()
+    def _forward(self, batch: np.ndarray, rois: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, S, S, C), float32 (B, S, S) → heat (B, S, S) float32, η (B,) on CPU."""
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2)  # NHWC storage = channels_last (B, C, S, S)
+        if self._memory_format is torch.contiguous_format:
+            x = x.contiguous()
+        dtype = torch.float32 if self._autocast else _DTYPES[self.precision]
+        x = x.to(dtype) / 255.0
+        ctx = (torch.autocast("cuda", dtype=_DTYPES[self.precision]) if self._autocast
+               else contextlib.nullcontext())
+        with ctx:
+            _, logits = self.net(x)
+        heat = torch.sigmoid(logits.float())
+        r = torch.from_numpy(rois).to(self.device)[:, None]
+        heat = heat * r
+        score = image_score(heat, self.meta.config.scoring.pool_kernel)
+        return heat[:, 0].cpu(), score.cpu()
+
+    def predict(
+        self, images: Sequence[np.ndarray], rois: Sequence[np.ndarray | None] | None = None
+    ) -> PredictionBatch:
+        """Score a batch; see :class:`PredictionBatch`. ``rois`` nonzero = region of interest."""
+        n = len(images)
+        if rois is not None and len(rois) != n:
+            raise ModelError(f"got {len(rois)} ROIs for {n} images")
+        if n == 0:
+            return PredictionBatch(np.zeros(0, np.float32), np.zeros(0, bool), [], [])
+        S, C = self.image_size, self.channels
+        shapes = [tuple(np.asarray(im).shape[:2]) for im in images]
+        xs = np.stack([to_model_input(im, S, C) for im in images])
+        roi_list = [None] * n if rois is None else list(rois)
+        rs = np.stack([roi_to_model(r, shapes[i], S) for i, r in enumerate(roi_list)])
+        heats, scores = [], []
+        for s in range(0, n, self.max_batch):
+            h, sc = self._forward(xs[s:s + self.max_batch], rs[s:s + self.max_batch])
+            heats.append(h.numpy())
+            scores.append(sc.numpy())
+        heat_all = np.concatenate(heats)
+        score_all = np.concatenate(scores).astype(np.float32)
+        masks, heatmaps = [], []
+        for i in range(n):
+            h, w = shapes[i]
+            hm = heat_all[i]
+            if (h, w) != (S, S):
+                hm = cv2.resize(hm, (w, h), interpolation=cv2.INTER_LINEAR)
+            hm = np.clip(hm, 0.0, 1.0).astype(np.float32)
+            if roi_list[i] is not None:
+                r = np.asarray(roi_list[i])
+                r = (r[:, :, 0] if r.ndim == 3 else r) != 0
+                hm = hm * r
+            else:
+                r = None
+            m = hm >= self.pixel_threshold
+            if r is not None:
+                m &= r
+            masks.append(m)
+            heatmaps.append(hm.astype(np.float32))
+        return PredictionBatch(score_all, score_all >= self.threshold, masks, heatmaps)
