@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import urllib.request
 
+from dashboards.grafana import all_queries
 from inference import metrics as M
+from ingest import metrics as ingest_metrics
 
 from .conftest import (
     encoded,
@@ -23,11 +25,14 @@ def prometheus_names(url: str) -> set[str]:
         return set(json.load(resp)["data"])
 
 
-def prometheus_value(url: str, query: str) -> float:
+def prometheus_result(url: str, query: str) -> list[dict]:
     q = urllib.request.quote(query)
     with urllib.request.urlopen(f"{url}/api/v1/query?query={q}", timeout=10) as resp:
-        data = json.load(resp)["data"]["result"]
-    return sum(float(r["value"][1]) for r in data)
+        return json.load(resp)["data"]["result"]
+
+
+def prometheus_value(url: str, query: str) -> float:
+    return sum(float(r["value"][1]) for r in prometheus_result(url, query))
 
 
 def test_every_designed_metric_appears_in_prometheus(
@@ -52,3 +57,19 @@ def test_every_designed_metric_appears_in_prometheus(
         consumed = f'{M.prometheus_name(M.FRAMES_CONSUMED)}{{line="Lm"}}'
         wait_for(lambda: prometheus_value(prometheus_url, consumed) >= len(records), 60,
                  "consumed counter of this run", interval_s=2.0)
+        # Every Grafana panel fed by the Serve app shows data from this run. (Panels fed by a
+        # camera process read ingest metrics, which no camera serves in this test; their queries
+        # are checked for validity in tests/integration/dashboards.)
+        ingest_names = tuple(ingest_metrics.METRIC_NAMES.values())
+        panels = [(t, q) for t, q in all_queries() if not any(n in q for n in ingest_names)]
+        assert len(panels) >= 10
+        empty: list[str] = []
+
+        def every_panel_has_data() -> bool:
+            empty[:] = [t for t, q in panels if not prometheus_result(prometheus_url, q)]
+            return not empty
+
+        try:
+            wait_for(every_panel_has_data, 60, "data behind every Serve dashboard panel", 2.0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; panels without data: {empty}") from None
