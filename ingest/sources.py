@@ -56,8 +56,8 @@ def _to_channels(image: np.ndarray, channels: int, where: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-class FolderSource:
-    """Images of a folder (recursively, sorted by path), once or looping."""
+class _FileSource:
+    """What the folder and video sources share: a path, the channel count, looping, frame ids."""
 
     def __init__(
         self, path: str | Path, *, line_id: str, camera_id: str, recipe: str = "default",
@@ -69,6 +69,10 @@ class FolderSource:
         self.channels = channels
         self.loop = loop
         self._ids = _Ids(line_id, camera_id, recipe)
+
+
+class FolderSource(_FileSource):
+    """Images of a folder (recursively, sorted by path), once or looping."""
 
     def files(self) -> list[Path]:
         if not self.path.is_dir():
@@ -95,19 +99,11 @@ class FolderSource:
         """Nothing is held open between frames."""
 
 
-class VideoSource:
+class VideoSource(_FileSource):
     """Frames of a video file read with ``cv2.VideoCapture``, once or looping."""
 
-    def __init__(
-        self, path: str | Path, *, line_id: str, camera_id: str, recipe: str = "default",
-        channels: int = 1, loop: bool = False,
-    ) -> None:
-        if channels not in (1, 3):
-            raise IngestError(f"channels must be 1 or 3, got {channels}")
-        self.path = Path(path)
-        self.channels = channels
-        self.loop = loop
-        self._ids = _Ids(line_id, camera_id, recipe)
+    def __init__(self, path: str | Path, **kw) -> None:
+        super().__init__(path, **kw)
         self._cap = None
 
     def _open(self):

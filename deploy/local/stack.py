@@ -132,6 +132,16 @@ def _spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = N
     return proc.pid
 
 
+def _start(name: str, ports: Iterable[int], ready: Callable[[], bool], log: Path,
+           timeout: float, launch: Callable[[], None]) -> None:
+    """Start one service unless its PID is alive: ports must be free, then wait until ready."""
+    if _read_pid(name) is None:
+        for port in ports:
+            _check_port_free(name, port)
+        launch()
+    _wait(name, ready, timeout, log)
+
+
 def _check_port_free(name: str, port: int) -> None:
     if _port_open(port):
         raise StackError(
@@ -252,33 +262,31 @@ def kafka_ready() -> bool:
 
 
 def start_kafka(timeout: float = 120.0) -> None:
-    if _read_pid("kafka") is not None:
-        _wait("kafka", kafka_ready, timeout, STATE / "kafka" / "server.log")
-        return
-    _check_port_free("kafka", KAFKA_PORT)
-    _check_port_free("kafka controller", KAFKA_CONTROLLER_PORT)
-    java = _require("java", "install Java 17 (Debian package 'openjdk-17-jre-headless')")
-    lib = kafka_lib_dir()
     home = STATE / "kafka"
-    data = home / "data"
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "server.properties"
-    config.write_text(_kafka_config(data))
-    log4j = home / "log4j2.yaml"
-    log4j.write_text(_LOG4J2)
-    classpath = f"{lib}/*"
-    jvm = [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-           f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
-    if not (data / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        fmt = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
-            capture_output=True, text=True,
-        )
-        if fmt.returncode != 0:
-            raise StackError(f"kafka storage format failed:\n{fmt.stdout}{fmt.stderr}")
-    _spawn("kafka", [*jvm, "kafka.Kafka", str(config)], home / "server.log")
-    _wait("kafka", kafka_ready, timeout, home / "server.log")
+
+    def launch() -> None:
+        java = _require("java", "install Java 17 (Debian package 'openjdk-17-jre-headless')")
+        lib = kafka_lib_dir()
+        data = home / "data"
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "server.properties"
+        config.write_text(_kafka_config(data))
+        log4j = home / "log4j2.yaml"
+        log4j.write_text(_LOG4J2)
+        jvm = [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+               f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{lib}/*"]
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            fmt = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                capture_output=True, text=True,
+            )
+            if fmt.returncode != 0:
+                raise StackError(f"kafka storage format failed:\n{fmt.stdout}{fmt.stderr}")
+        _spawn("kafka", [*jvm, "kafka.Kafka", str(config)], home / "server.log")
+
+    _start("kafka", (KAFKA_PORT, KAFKA_CONTROLLER_PORT), kafka_ready, home / "server.log",
+           timeout, launch)
 
 
 # --------------------------------------------------------------------------- redis
@@ -299,23 +307,22 @@ def redis_ready() -> bool:
 
 
 def start_redis(timeout: float = 30.0) -> None:
-    if _read_pid("redis") is not None:
-        _wait("redis", redis_ready, timeout, STATE / "redis" / "redis.log")
-        return
-    _check_port_free("redis", REDIS_PORT)
-    server = _require("redis-server", "install Debian package 'redis-server'; `make setup` does it")
     home = STATE / "redis"
-    home.mkdir(parents=True, exist_ok=True)
-    conf = home / "redis.conf"
-    lines = [f"bind {HOST}", f"port {REDIS_PORT}", "save \"\"", "appendonly no",
-             f"dir {home}", "daemonize no", "protected-mode yes"]
-    password = os.environ.get("GRDLINE_REDIS_PASSWORD")
-    if password:  # secret goes to a 0600 file, never onto a command line or a log
-        lines.append(f"requirepass {password}")
-    conf.write_text("\n".join(lines) + "\n")
-    conf.chmod(0o600)
-    _spawn("redis", [server, str(conf)], home / "redis.log")
-    _wait("redis", redis_ready, timeout, home / "redis.log")
+
+    def launch() -> None:
+        server = _require("redis-server", "install Debian package 'redis-server'; `make setup` does it")
+        home.mkdir(parents=True, exist_ok=True)
+        conf = home / "redis.conf"
+        lines = [f"bind {HOST}", f"port {REDIS_PORT}", "save \"\"", "appendonly no",
+                 f"dir {home}", "daemonize no", "protected-mode yes"]
+        password = os.environ.get("GRDLINE_REDIS_PASSWORD")
+        if password:  # secret goes to a 0600 file, never onto a command line or a log
+            lines.append(f"requirepass {password}")
+        conf.write_text("\n".join(lines) + "\n")
+        conf.chmod(0o600)
+        _spawn("redis", [server, str(conf)], home / "redis.log")
+
+    _start("redis", (REDIS_PORT,), redis_ready, home / "redis.log", timeout, launch)
 
 
 # --------------------------------------------------------------------------- prometheus
@@ -330,23 +337,23 @@ def prometheus_ready() -> bool:
 
 
 def start_prometheus(timeout: float = 60.0) -> None:
-    if _read_pid("prometheus") is not None:
-        _wait("prometheus", prometheus_ready, timeout, STATE / "prometheus" / "prometheus.log")
-        return
-    _check_port_free("prometheus", PROMETHEUS_PORT)
-    binary = _require("prometheus", "install Debian package 'prometheus'; `make setup` does it")
     home = STATE / "prometheus"
-    home.mkdir(parents=True, exist_ok=True)
-    rules = home / "grdline-rules.yml"
-    rules.write_text(render_alert_rules())
-    config = home / "prometheus.yml"
-    config.write_text(render_prometheus_config(rule_files=[str(rules)]))
-    _spawn("prometheus", [
-        binary, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
-        f"--web.listen-address={HOST}:{PROMETHEUS_PORT}", "--storage.tsdb.retention.time=1d",
-        "--web.enable-lifecycle",
-    ], home / "prometheus.log")
-    _wait("prometheus", prometheus_ready, timeout, home / "prometheus.log")
+
+    def launch() -> None:
+        binary = _require("prometheus", "install Debian package 'prometheus'; `make setup` does it")
+        home.mkdir(parents=True, exist_ok=True)
+        rules = home / "grdline-rules.yml"
+        rules.write_text(render_alert_rules())
+        config = home / "prometheus.yml"
+        config.write_text(render_prometheus_config(rule_files=[str(rules)]))
+        _spawn("prometheus", [
+            binary, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address={HOST}:{PROMETHEUS_PORT}", "--storage.tsdb.retention.time=1d",
+            "--web.enable-lifecycle",
+        ], home / "prometheus.log")
+
+    _start("prometheus", (PROMETHEUS_PORT,), prometheus_ready, home / "prometheus.log", timeout,
+           launch)
 
 
 # --------------------------------------------------------------------------- life cycle
