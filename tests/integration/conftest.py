@@ -7,6 +7,7 @@ only what it started); every test gets unique Kafka topics and its own Redis key
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -40,6 +41,38 @@ def stack(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
     module.down(started)
     for name in started:  # `down` must leave no process behind
         assert module._read_pid(name) is None, f"{name} still running after stack down"
+
+
+def read_topic_records(
+    settings: KafkaSettings, topic: str, expected: int, timeout_s: float = 60.0,
+    settle_s: float = 1.0,
+) -> list:
+    """Every record of ``topic`` (group-less, from the beginning), waiting until ``expected`` arrived
+    or ``timeout_s`` passed; then polls ``settle_s`` more to catch any extra (duplicate) record."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **settings.client_kwargs(), group_id=None, enable_auto_commit=False,
+        max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        assert parts, f"topic {topic} has no partitions"
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records = []
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=250).values():
+                records.extend(batch)
+        settle = time.monotonic() + settle_s
+        while time.monotonic() < settle:
+            for batch in consumer.poll(timeout_ms=100).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
 
 
 @pytest.fixture(scope="session")

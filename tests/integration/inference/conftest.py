@@ -16,6 +16,8 @@ import pytest
 from inference.config import ServeAppConfig
 from inference.contracts import RejectCommand, Result, result_key
 
+from ..conftest import read_topic_records
+
 FRAME_SIZE = 64
 
 
@@ -76,27 +78,7 @@ def produce(kafka_settings) -> Iterator[Callable[..., None]]:
 def read_all(kafka_settings, topic: str, expected: int, timeout_s: float = 60.0, settle_s: float = 2.0) -> list:
     """Every record of ``topic`` from the start, waiting for ``expected`` and ``settle_s`` more (so a
     duplicate that arrives late is seen too)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(**kafka_settings.client_kwargs(), group_id=None, enable_auto_commit=False,
-                             max_partition_fetch_bytes=16 * 1024 * 1024)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        assert tps, f"topic {topic} has no partitions"
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        out: list = []
-        deadline = time.monotonic() + timeout_s
-        while len(out) < expected and time.monotonic() < deadline:
-            for recs in consumer.poll(timeout_ms=250).values():
-                out.extend(recs)
-        settle = time.monotonic() + settle_s
-        while time.monotonic() < settle:
-            for recs in consumer.poll(timeout_ms=100).values():
-                out.extend(recs)
-        return out
-    finally:
-        consumer.close()
+    return read_topic_records(kafka_settings, topic, expected, timeout_s, settle_s)
 
 
 def read_rejects(kafka_settings, topic: str, expected: int, **kw) -> list[RejectCommand]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -11,38 +10,13 @@ import pytest
 
 from ingest.source import CapturedFrame
 
-
-def _read_topic(settings, topic: str, expected: int, timeout_s: float = 60.0, settle_s: float = 1.0):
-    """Every record of ``topic`` (group-less, from the beginning), waiting until ``expected`` arrived
-    or ``timeout_s`` passed; then polls ``settle_s`` more to catch any extra (duplicate) record."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(**settings.client_kwargs(), group_id=None, enable_auto_commit=False,
-                             max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        assert parts, f"topic {topic} has no partitions"
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        records = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=250).values():
-                records.extend(batch)
-        settle = time.monotonic() + settle_s
-        while time.monotonic() < settle:
-            for batch in consumer.poll(timeout_ms=100).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+from ..conftest import read_topic_records
 
 
 @pytest.fixture
 def read_topic(kafka_settings) -> Callable[..., list]:
     def read(topic: str, expected: int, timeout_s: float = 60.0, settle_s: float = 1.0) -> list:
-        return _read_topic(kafka_settings, topic, expected, timeout_s, settle_s)
+        return read_topic_records(kafka_settings, topic, expected, timeout_s, settle_s)
 
     return read
 
