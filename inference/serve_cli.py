@@ -26,7 +26,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model-replicas", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
-    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--http-port", type=int, default=None,
+                   help="also serve the app's HTTP stats route on 127.0.0.1:PORT (default: no "
+                        "HTTP proxy; frames come from Kafka, metrics go to Prometheus)")
     p.set_defaults(func=_serve)
 
     r = subparsers.add_parser("results", help="read inspection results from Redis")
@@ -65,7 +67,10 @@ def _serve(args: argparse.Namespace) -> int:
     ray.init(
         num_cpus=args.num_cpus, include_dashboard=False, _metrics_export_port=RAY_METRICS_PORT,
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": args.http_port})
+    if args.http_port is None:
+        serve.start(proxy_location="Disabled")
+    else:
+        serve.start(http_options={"host": "127.0.0.1", "port": args.http_port})
     run(cfg)
     log.info("app %s running (route %s); Ctrl-C to stop", cfg.app_name, cfg.route_prefix)
     try:
