@@ -34,12 +34,13 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _per_type(types: np.ndarray, labels, scores, masks, maps, tau) -> dict[str, Any]:
+def _per_type(types: np.ndarray, labels, scores, masks, maps, tau, valid=None) -> dict[str, Any]:
     out = {}
     good = types == "good"
     for t in sorted(set(types.tolist()) - {"good"}):
         sel = good | (types == t)
-        out[t] = all_metrics(labels[sel], scores[sel], masks[sel], maps[sel], tau)
+        out[t] = all_metrics(labels[sel], scores[sel], masks[sel], maps[sel], tau,
+                             valid=None if valid is None else valid[sel])
         out[t]["n_type"] = int((types == t).sum())
     return out
 
@@ -77,8 +78,10 @@ def evaluate(
               keep_recon=True)
     masks = gt & rois if rois is not None else gt
     labels = masks.reshape(len(masks), -1).any(1)
-    metrics: dict[str, Any] = all_metrics(labels, res.scores, masks, res.heat, tau)
-    metrics["per_defect_type"] = _per_type(types, labels, res.scores, masks, res.heat, tau)
+    # With an ROI, pixel metrics count only pixels inside it: outside, the map is zero by
+    # construction and would make even an untrained model look good.
+    metrics: dict[str, Any] = all_metrics(labels, res.scores, masks, res.heat, tau, valid=rois)
+    metrics["per_defect_type"] = _per_type(types, labels, res.scores, masks, res.heat, tau, rois)
     metrics["threshold"] = tau
     metrics["pixel_threshold"] = meta.thresholds.pixel
     metrics["model_version"] = meta.version
@@ -105,7 +108,8 @@ def evaluate(
         f, t, _ = roc_curve(labels, res.scores)
         curves["image"] = (f, t, metrics["image_auroc"])
     if masks.any():
-        f, t, _ = roc_curve(masks.ravel(), res.heat.ravel())
+        px = rois if rois is not None else np.ones_like(masks)
+        f, t, _ = roc_curve(masks[px], res.heat[px])
         curves["pixel"] = (f, t, metrics["pixel_auroc"])
     if curves:
         plots.roc_curves(curves, out / "roc.png")

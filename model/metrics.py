@@ -40,13 +40,19 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(f1.max())
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, max_fpr: float = 0.3) -> float:
+def aupro(
+    masks: np.ndarray, maps: np.ndarray, max_fpr: float = 0.3, valid: np.ndarray | None = None
+) -> float:
     """Normalised area under the PRO curve up to ``max_fpr``.
 
     ``masks`` bool (N, H, W) ground truth, ``maps`` float (N, H, W) anomaly maps. Exact: every
     distinct map value is a threshold. NaN when there is no defect region or no normal pixel.
+    ``valid`` (bool, like ``masks``) restricts the false-positive rate to those pixels (the ROI):
+    outside it the map is zero by construction, so counting it would inflate the score.
     """
     masks = np.asarray(masks, bool)
+    if valid is not None:
+        masks = masks & np.asarray(valid, bool)
     maps = np.asarray(maps, np.float64)
     weights = np.zeros(masks.shape, np.float64)  # 1/(K·|region|) on defect pixels
     comps = []
@@ -55,7 +61,7 @@ def aupro(masks: np.ndarray, maps: np.ndarray, max_fpr: float = 0.3) -> float:
             n, lab = cv2.connectedComponents(masks[i].astype(np.uint8), connectivity=8)
             comps.append((i, n - 1, lab))
     k_total = sum(c[1] for c in comps)
-    normal = ~masks
+    normal = ~masks if valid is None else ~masks & np.asarray(valid, bool)
     n_normal = int(normal.sum())
     if k_total == 0 or n_normal == 0:
         return float("nan")
@@ -94,18 +100,22 @@ def rates_at(labels: np.ndarray, scores: np.ndarray, tau: float) -> tuple[float,
 
 def all_metrics(
     labels: np.ndarray, scores: np.ndarray, masks: np.ndarray, maps: np.ndarray, tau: float,
-    max_fpr: float = 0.3,
+    max_fpr: float = 0.3, valid: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Image/pixel AUROC and AP, AUPRO, F1-max, false-reject and escape rates at τ."""
+    """Image/pixel AUROC and AP, AUPRO, F1-max, false-reject and escape rates at τ.
+
+    ``valid`` (bool (N, H, W), e.g. the ROI) limits every pixel metric to those pixels.
+    """
     frr, esc = rates_at(labels, scores, tau)
+    px_masks, px_maps = (masks, maps) if valid is None else (masks[valid], maps[valid])
     return {
         "image_auroc": auroc(labels, scores),
-        "pixel_auroc": auroc(masks, maps),
+        "pixel_auroc": auroc(px_masks, px_maps),
         "image_ap": ap(labels, scores),
-        "pixel_ap": ap(masks, maps),
-        "aupro": aupro(masks, maps, max_fpr),
+        "pixel_ap": ap(px_masks, px_maps),
+        "aupro": aupro(masks, maps, max_fpr, valid=valid),
         "f1_max": f1_max(labels, scores),
-        "pixel_f1_max": f1_max(masks, maps),
+        "pixel_f1_max": f1_max(px_masks, px_maps),
         "false_reject_rate": frr,
         "escape_rate": esc,
         "n_images": int(len(labels)),

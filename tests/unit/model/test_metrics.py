@@ -67,3 +67,19 @@ def test_small_sample_threshold_bound_is_wider_than_the_max():
     # with many (normal) samples the bound and the empirical quantile agree closely
     assert image_threshold(many, 0.01, "t_bound") == pytest.approx(
         np.quantile(many, 0.99), rel=0.01)
+
+
+def test_pixel_metrics_count_only_valid_pixels():
+    masks = np.zeros((2, 8, 8), bool)
+    masks[0, 2:4, 2:4] = True
+    maps = np.zeros((2, 8, 8), np.float32)
+    maps[0, 2:4, 2:4] = 0.9  # the defect is found ...
+    maps[:, 6:, 6:] = 1.0  # ... but a corner outside the ROI lights up
+    roi = np.zeros((2, 8, 8), bool)
+    roi[:, :5, :5] = True
+    labels = masks.reshape(2, -1).any(1)
+    scores = np.array([0.9, 0.1])
+    everywhere = all_metrics(labels, scores, masks, maps, tau=0.5)
+    in_roi = all_metrics(labels, scores, masks, maps, tau=0.5, valid=roi)
+    assert everywhere["pixel_auroc"] < 1.0 and everywhere["aupro"] < 1.0
+    assert in_roi["pixel_auroc"] == 1.0 and in_roi["aupro"] == pytest.approx(1.0)
