@@ -26,17 +26,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+_STACK_REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say in the test log which broker (version) and services this session ran against."""
+    if _STACK_REPORT:
+        terminalreporter.section("local stack")
+        for line in _STACK_REPORT:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
     """The local stack module, with Kafka, Redis and Prometheus answering on loopback."""
     module = load_stack()
     started = module.up()
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = (f"local stack: Apache Kafka {module.kafka_version()} (KRaft) at "
-            f"127.0.0.1:19092, Redis, Prometheus; started by this session: {started or 'none'}")
-    if reporter is not None:
-        reporter.write_line(line)
-    print(line)
+    _STACK_REPORT.append(
+        f"Apache Kafka {module.kafka_version()} (KRaft) at 127.0.0.1:19092, Redis, Prometheus; "
+        f"started by this session: {', '.join(started) or 'none (already up)'}"
+    )
     yield module
     module.down(started)
     for name in started:  # `down` must leave no process behind
