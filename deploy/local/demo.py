@@ -51,6 +51,32 @@ def prometheus(expr: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+def wait_until_consuming(server: subprocess.Popen, timeout_s: float) -> None:
+    """Block until the Serve app's ingress has joined its consumer group (the line is live)."""
+    from kafka import KafkaAdminClient
+
+    from inference.config import IngressSettings
+    from ingest.settings import KafkaSettings
+
+    group = IngressSettings().group_id
+    admin = KafkaAdminClient(**KafkaSettings().client_kwargs())
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise SystemExit(f"demo: the Serve app exited early; see {RUNS / 'serve.log'}")
+            state = admin.describe_groups([group])[group]
+            if state["group_state"] == "Stable" and state["members"]:
+                print(f"Serve app is consuming (group {group}, "
+                      f"{len(state['members'])} ingress replica(s))", flush=True)
+                return
+            time.sleep(1.0)
+    finally:
+        admin.close()
+    raise SystemExit(f"demo: the Serve app did not start consuming within {timeout_s:.0f}s; "
+                     f"see {RUNS / 'serve.log'}")
+
+
 def wait_for_results(client, prefix: str, frame_ids: list[str], timeout_s: float) -> dict:
     """Poll Redis until every frame has its result hash; returns frame id -> decision (bool)."""
     from inference.contracts import result_key
@@ -102,10 +128,12 @@ def main() -> int:
     server = subprocess.Popen([*GRDLINE, "serve", "--model", str(model)], cwd=REPO,
                               stdout=serve_log, stderr=subprocess.STDOUT)
     try:
+        wait_until_consuming(server, timeout_s=300)
         truth_file = RUNS / "truth.jsonl"
         grdline("camera", "--source", "simulator", "--line", LINE, "--cameras", str(CAMERAS),
                 "--fps", fps, "--frames", str(frames), "--size", str(SIZE),
                 "--defect-rate", "0.3", "--seed", "7", "--spread-partitions",
+                "--encoding", "png",  # the dataset is PNG: JPEG artefacts would be a train/serve skew
                 "--truth-out", str(truth_file))
         truth = [TruthRecord.model_validate_json(line)
                  for line in truth_file.read_text().splitlines() if line.strip()]
@@ -115,7 +143,7 @@ def main() -> int:
         print(f"results in Redis: {len(decided)}/{len(truth)} frames of this run")
         grdline("results", "tail", "--line", LINE, "--count", "8", "--no-follow")
         score(decided, truth)
-        time.sleep(6)  # two scrape intervals, so Prometheus has the last counts
+        settle_prometheus()
         report_prometheus()
         grdline("dashboards", "export", "--out", str(RUNS / "grafana-dashboard.json"))
     finally:
@@ -143,6 +171,22 @@ def score(decided: dict[str, bool], truth: list) -> None:
             fp, tn = fp + predicted, tn + (not predicted)
     print(f"scored {tp + fp + fn + tn} frames against ground truth: caught {tp}/{tp + fn} "
           f"defective parts' frames, false rejects {fp}/{fp + tn} good ones")
+
+
+def settle_prometheus(timeout_s: float = 45.0) -> None:
+    """Wait until the inspected-frames total stops moving: Ray exports replica metrics every
+    few seconds and Prometheus scrapes every 2 s, so the last counts arrive a little late."""
+    from inference import metrics as im
+
+    expr = f"sum({im.prometheus_name(im.FRAMES_INSPECTED)})"
+    start = time.monotonic()
+    last = None
+    while time.monotonic() - start < timeout_s:
+        value = prometheus(expr)
+        if value is not None and value == last and time.monotonic() - start > 12:
+            return
+        last = value
+        time.sleep(3.0)
 
 
 def report_prometheus() -> None:

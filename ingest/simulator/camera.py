@@ -39,7 +39,8 @@ class SimulatedCamera:
     ``fps`` = ``None`` renders as fast as possible; otherwise frames are triggered on a fixed
     schedule (``t0 + k / fps``, no drift). ``defect_rate`` is the share of items with a defect
     inside the ROI (a reject), ``cosmetic_rate`` the share with a defect outside it (not a
-    reject). ``n_frames`` = ``None`` is endless. Frame ids are ``[run_id.]line.camera.k``.
+    reject). ``n_frames`` = ``None`` is endless. Frame ids are ``[run_id.]line.camera.k``, item ids
+    ``[run_id.]line-item k``.
     """
 
     def __init__(
@@ -83,7 +84,10 @@ class SimulatedCamera:
         return self._renderer
 
     def item_id(self, k: int) -> str:
-        return f"{self.line_id}-item{k:09d}"
+        # A run id keeps the parts of separate runs apart: reject idempotency is per item id, so
+        # a second run re-using ids would have its rejects suppressed as already sent.
+        prefix = f"{self.run_id}." if self.run_id else ""
+        return f"{prefix}{self.line_id}-item{k:09d}"
 
     def frame_id(self, k: int) -> str:
         prefix = f"{self.run_id}." if self.run_id else ""

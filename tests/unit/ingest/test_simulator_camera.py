@@ -184,3 +184,13 @@ def test_bad_arguments():
         SimulatedCamera(defect_rate=0.8, cosmetic_rate=0.3)
     f = next(iter(SimulatedCamera(fps=None, size=SIZE)))
     assert f.captured_at.tzinfo is UTC or f.captured_at.utcoffset().total_seconds() == 0
+
+
+def test_run_id_separates_items_of_separate_runs():
+    def items(run_id, camera_id):
+        cam = SimulatedCamera(line_id="L1", camera_id=camera_id, fps=None, seed=3, size=64,
+                              n_frames=3, run_id=run_id)
+        return [f.item_id for f in cam]
+
+    assert items("r1", "cam0") == items("r1", "cam1")  # one run: cameras see the same parts
+    assert set(items("r1", "cam0")).isdisjoint(items("r2", "cam0"))  # reject idempotency per run
