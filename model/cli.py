@@ -36,6 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--texture-dir", help="folder of defect textures (e.g. DTD)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config field by dotted path, value in YAML, e.g. "
+                        "--set anomaly.geo_rotation_deg=5 --set anomaly.vflip=false "
+                        "--set scoring.pool_kernel=5 (repeatable)")
     p.set_defaults(func=_train)
 
     e = subparsers.add_parser("eval", help="evaluate a model directory on a test set")
@@ -48,6 +52,24 @@ def register(subparsers) -> None:
     e.add_argument("--no-roi", action="store_true", help="do not apply ROIs at inference")
     e.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     e.set_defaults(func=_eval)
+
+
+def _set_dotted(overrides: dict, item: str) -> None:
+    """Apply one ``a.b.c=value`` (value parsed as YAML) to the nested override dict."""
+    import yaml
+
+    from model.errors import ConfigError
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. scoring.pool_kernel=5")
+    *parents, leaf = key.strip().split(".")
+    node = overrides
+    for name in parents:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {name} is not a section")
+    node[leaf] = yaml.safe_load(raw)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -72,6 +94,8 @@ def _train(args: argparse.Namespace) -> int:
             over["loss"] = {"roi_mode": args.roi_mode}
         if args.texture_dir:
             over["anomaly"] = {"texture_dir": args.texture_dir}
+        for item in args.set:
+            _set_dotted(over, item)
         cfg = make_config(args.profile, **over)
         out, report = train_from_folder(
             cfg, args.data, args.category, args.out, epochs=args.epochs, steps=args.steps,

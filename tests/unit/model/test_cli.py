@@ -9,8 +9,13 @@ def test_train_and_eval_commands(tmp_path, capsys):
     make_dataset(tmp_path / "ds", n_train=10, n_test_good=3, n_test_defect=2, size=64)
     rc = main(["train", "--data", str(tmp_path / "ds"), "--category", "synth", "--profile",
                "line", "--out", str(tmp_path / "m"), "--steps", "2", "--image-size", "64",
-               "--seed", "1", "--device", "cpu", "--no-progress"])
+               "--seed", "1", "--device", "cpu", "--no-progress",
+               "--set", "anomaly.geo_rotation_deg=5", "--set", "anomaly.vflip=false",
+               "--set", "scoring.pool_kernel=5"])
     assert rc == 0
+    config = json.loads((tmp_path / "m" / "model.json").read_text())["config"]
+    assert config["anomaly"]["geo_rotation_deg"] == 5 and config["anomaly"]["vflip"] is False
+    assert config["scoring"]["pool_kernel"] == 5
     for f in ("weights.safetensors", "model.json", "loss_curves.png", "train_log.json"):
         assert (tmp_path / "m" / f).is_file(), f
     p = Predictor.load(tmp_path / "m")
@@ -28,3 +33,12 @@ def test_train_and_eval_commands(tmp_path, capsys):
     # a missing category is a clear error with a non-zero exit code
     assert main(["eval", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "ds"),
                  "--category", "nope", "--out", str(tmp_path / "e2")]) == 2
+
+
+def test_train_set_rejects_unknown_field_by_name(tmp_path, caplog):
+    make_dataset(tmp_path / "ds", n_train=4, n_test_good=1, n_test_defect=1, size=32)
+    rc = main(["train", "--data", str(tmp_path / "ds"), "--category", "synth", "--out",
+               str(tmp_path / "m"), "--steps", "1", "--set", "anomaly.geo_rotaton_deg=5"])
+    assert rc == 2
+    assert "anomaly.geo_rotaton_deg" in caplog.text
+    assert not (tmp_path / "m" / "model.json").exists()
