@@ -157,7 +157,8 @@ def bench_ours(settings: KafkaSettings, topic_cam: str, topic_pub: str, encoding
 
 def bench_java(lib: Path, topic: str, n: int, record_size: int) -> list[dict]:
     cp = f"{lib}/*"
-    props = ["bootstrap.servers=127.0.0.1:19092", "acks=all", "enable.idempotence=true",
+    bootstrap = KafkaSettings().bootstrap_servers
+    props = [f"bootstrap.servers={bootstrap}", "acks=all", "enable.idempotence=true",
              f"linger.ms={PRODUCER_DEFAULTS['linger_ms']}", f"batch.size={PRODUCER_DEFAULTS['batch_size']}",
              f"max.request.size={MAX_MESSAGE_BYTES}"]
     out = subprocess.run(
@@ -174,7 +175,7 @@ def bench_java(lib: Path, topic: str, n: int, record_size: int) -> list[dict]:
              "frames_per_s": rate, "mb_per_s": round(rate * record_size / 1e6, 2)}]
     out = subprocess.run(
         ["java", "-Xmx512m", "-cp", cp, "org.apache.kafka.tools.ConsumerPerformance", "--bootstrap-server",
-         "127.0.0.1:19092", "--topic", topic, "--messages", str(n), "--timeout", "60000",
+         bootstrap, "--topic", topic, "--messages", str(n), "--timeout", "60000",
          "--group", f"bench-{uuid.uuid4().hex[:8]}"],
         capture_output=True, text=True, timeout=600, check=True,
     ).stdout

@@ -43,7 +43,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
     module = load_stack()
     started = module.up()
     _STACK_REPORT.append(
-        f"Apache Kafka {module.kafka_version()} (KRaft) at 127.0.0.1:19092, Redis, Prometheus; "
+        f"Apache Kafka {module.kafka_version()} (KRaft) at {KafkaSettings().bootstrap_servers}, "
+        "Redis, Prometheus; "
         f"started by this session: {', '.join(started) or 'none (already up)'}"
     )
     yield module
