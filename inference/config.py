@@ -114,10 +114,25 @@ class IngressSettings(_Strict):
     #: On revoke (rebalance), wait this long for in-flight frames of revoked partitions.
     revoke_drain_timeout_s: float = Field(default=10.0, ge=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    #: Also the group's rebalance timeout (classic protocol): how long a rebalance waits for a member
+    #: that has not rejoined. The consumer thread polls every ``poll_timeout_ms`` and blocks at most
+    #: ``revoke_drain_timeout_s`` in a rebalance, so a minute is ample and bounds a stalled rebalance.
+    max_poll_interval_ms: int = Field(default=60_000, ge=1000)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     fetch_max_bytes: int = Field(default=52_428_800, ge=1024)
+    #: A consumer without partitions for this long logs a warning (repeated at this interval) — a
+    #: stalled group join, or more ingress replicas than partitions.
+    unassigned_warn_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _rebalance_fits(self) -> IngressSettings:
+        if self.max_poll_interval_ms < self.revoke_drain_timeout_s * 1000 + 5000:
+            raise ValueError(
+                f"max_poll_interval_ms ({self.max_poll_interval_ms}) must exceed revoke_drain_timeout_s "
+                f"({self.revoke_drain_timeout_s}) by at least 5 s: a rebalance blocks the poll loop that long"
+            )
+        return self
 
 
 class DeadlineSettings(_Strict):
@@ -158,6 +173,8 @@ class ServeAppConfig(_Strict):
 
     app_name: str = "grdline"
     route_prefix: str = "/grdline"
+    #: Level of the project's loggers inside the replicas (``inference.logs``).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     model_dir: Path | None = None
     standin: StandInModel | None = None
     tuning: ModelTuning = Field(default_factory=ModelTuning)

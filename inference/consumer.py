@@ -90,6 +90,7 @@ class FrameConsumer(threading.Thread):
     def run(self) -> None:
         try:
             self._consumer = self._open()
+            log.info("subscribed to %s in group %s", self._cfg.topics.frames, self._cfg.ingress.group_id)
             self.ready.set()
             self._loop()
             self._shutdown()
@@ -125,8 +126,17 @@ class FrameConsumer(threading.Thread):
         resume_at = max(0, int(window * c.resume_fraction))
         next_commit = time.monotonic()
         next_lag = time.monotonic()
+        unassigned_since = next_warn = time.monotonic()
         while not self._stop_evt.is_set():
             now = time.monotonic()
+            if self._tracker.partitions():
+                unassigned_since = now
+            elif now - unassigned_since >= c.unassigned_warn_s and now >= next_warn:
+                log.warning(
+                    "no partitions of %s assigned for %.0f s (group %s): a stalled join, or more "
+                    "ingress replicas than partitions", self._cfg.topics.frames, now - unassigned_since, c.group_id,
+                )
+                next_warn = now + c.unassigned_warn_s
             if now >= next_commit:
                 self.commit()
                 next_commit = now + c.commit_interval_ms / 1000.0

@@ -46,6 +46,7 @@ from inference.config import ServeAppConfig
 from inference.consumer import FrameConsumer, PolledFrame
 from inference.contracts import RejectCommand, Result, Timings, utcnow
 from inference.deadline import budget_s, deadline_at, late_decision
+from inference.logs import configure_replica_logging
 from inference.model_deployment import ModelFailure, ModelReply, ModelRequest
 from inference.offsets import OffsetTracker
 from inference.roi import RoiError, RoiProvider
@@ -129,6 +130,7 @@ class LineIngress:
     """See the module docstring. ``model`` is the ``GRDNetModel`` deployment handle."""
 
     def __init__(self, cfg: ServeAppConfig, model: Any):
+        configure_replica_logging(cfg.log_level)
         self._cfg = cfg
         self._model = model
         self._loop = asyncio.get_running_loop()

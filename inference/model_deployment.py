@@ -36,6 +36,7 @@ from ray import serve
 
 from inference.config import ModelTuning, ServeAppConfig
 from inference.contracts import Box, mask_regions, mask_to_png
+from inference.logs import configure_replica_logging
 from inference.metrics import BATCH_SIZE, MODEL_LATENCY, MODEL_METRICS, Recorders
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class GRDNetModel:
     """Batched GRD-Net (or stand-in) inference; see the module docstring."""
 
     def __init__(self, cfg: ServeAppConfig):
+        configure_replica_logging(cfg.log_level)
         self._cfg = cfg
         if cfg.model.torch_threads is not None:
             import torch

@@ -21,8 +21,10 @@ from ..conftest import read_topic_records
 FRAME_SIZE = 64
 
 
-def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25) -> Any:
-    """Poll ``cond`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
+def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25,
+             state: Callable[[], Any] | None = None) -> Any:
+    """Poll ``cond`` until it returns something truthy; fail naming ``what`` after ``timeout_s``,
+    with what ``state()`` reports then (e.g. the ingress' counters)."""
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
@@ -30,7 +32,8 @@ def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: f
         if last:
             return last
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+    seen = f"; state: {state()!r}" if state is not None else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r}){seen}")
 
 
 def simulated_frames(cameras: int, per_camera: int, seed: int, defect_rate: float = 0.4, line: str = "L1",
@@ -131,7 +134,7 @@ def app_config(request, topic_factory, redis_prefix) -> Callable[..., ServeAppCo
             "model": {"num_cpus": 0.5, "torch_threads": 1, "warmup_batches": 1},
         }
         ingress = {"group_id": f"g-{uid}", "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
-                   "num_cpus": 0.25, "revoke_drain_timeout_s": 5.0}
+                   "max_poll_interval_ms": 20_000, "num_cpus": 0.25, "revoke_drain_timeout_s": 5.0}
         ingress.update(over.pop("ingress", {}))
         data["ingress"] = ingress
         model = dict(data["model"])

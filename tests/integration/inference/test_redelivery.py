@@ -38,7 +38,9 @@ def test_ingress_killed_mid_stream_loses_nothing_and_rejects_once(
         ray.kill(ray.get_actor(victim["actor_name"], namespace="serve"), no_restart=True)
         decided_at_kill = count_results(redis_client, redis_prefix)
         assert decided_at_kill < len(frames), "the kill must happen mid-stream"
-        wait_for(lambda: count_results(redis_client, redis_prefix) == len(frames), 180, "every frame decided")
+        decided = lambda: count_results(redis_client, redis_prefix)  # noqa: E731
+        wait_for(lambda: decided() == len(frames), 180, "every frame decided",
+                 state=lambda: {"decided": decided(), "ingress": ingress.stats.remote().result()})
         after = wait_for(lambda: (s := ingress.stats.remote().result())["pid"] != victim["pid"] and s, 60,
                          "the replacement replica")
     got = results(redis_client, redis_prefix, ids)

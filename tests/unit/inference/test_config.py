@@ -72,3 +72,42 @@ def test_model_options_sizes_admission_and_autoscaling(tmp_path):
     assert "num_replicas" not in opts
     assert "num_gpus" not in opts["ray_actor_options"]  # stand-in never asks for a GPU
     assert opts["user_config"]["max_batch_size"] == 32
+
+
+def test_rebalance_timeout_must_cover_the_revoke_drain(tmp_path):
+    with pytest.raises(ValidationError, match="max_poll_interval_ms"):
+        ServeAppConfig(model_dir=tmp_path, ingress={"max_poll_interval_ms": 12_000, "revoke_drain_timeout_s": 10})
+    ok = ServeAppConfig(model_dir=tmp_path, ingress={"max_poll_interval_ms": 15_000, "revoke_drain_timeout_s": 10})
+    assert ok.ingress.max_poll_interval_ms == 15_000
+
+
+@pytest.fixture
+def pristine_loggers():
+    """Restore the project's loggers after a test that configures them."""
+    import logging
+
+    from inference.logs import PROJECT_LOGGERS
+
+    saved = {n: (lg.level, list(lg.handlers), lg.propagate)
+             for n in (*PROJECT_LOGGERS, "kafka") for lg in [logging.getLogger(n)]}
+    yield
+    for n, (level, handlers, propagate) in saved.items():
+        lg = logging.getLogger(n)
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate = propagate
+
+
+def test_replica_logging_shows_project_info_once(capsys, pristine_loggers):
+    import logging
+
+    from inference.logs import configure_replica_logging
+
+    configure_replica_logging("INFO")
+    configure_replica_logging("INFO")  # a second deployment in the same process adds no handler
+    logging.getLogger("inference.consumer").info("partitions assigned: [0]")
+    logging.getLogger("inference.consumer").debug("not shown")
+    err = capsys.readouterr().err
+    assert err.count("partitions assigned: [0]") == 1
+    assert "not shown" not in err
+    assert logging.getLogger("kafka").level == logging.WARNING
