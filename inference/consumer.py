@@ -15,7 +15,8 @@ loop never touches it. The thread:
 4. reports consumer lag (``highwater - position``) per partition about once a second.
 
 Rebalances (ingress replicas added or removed, or a replica dies): on revoke the listener waits up
-to ``revoke_drain_timeout_s`` for the revoked partitions' in-flight frames to complete, then drops
+to ``revoke_drain_timeout_s`` (at most half the session timeout: the listener holds kafka-python's
+IO loop, heartbeats included) for the revoked partitions' in-flight frames to complete, then drops
 them from the tracker (later completions of theirs are ignored) and commits their final
 watermark. Whatever was not committed is redelivered to the new owner and the
 sinks are idempotent, so nothing is lost and no item is rejected twice.
@@ -243,7 +244,11 @@ class _Listener(ConsumerRebalanceListener):
         owner = self._owner
         owner.rebalances += 1
         revoked = list(revoked)
-        deadline = time.monotonic() + owner._cfg.ingress.revoke_drain_timeout_s
+        # kafka-python runs a sync listener on the consumer's IO loop, which also sends the
+        # heartbeats: waiting longer than the session timeout would get this member evicted
+        # mid-rebalance (and rejoin → another rebalance). Half the session timeout at most.
+        c = owner._cfg.ingress
+        deadline = time.monotonic() + min(c.revoke_drain_timeout_s, c.session_timeout_ms / 2000)
         while owner._tracker.in_flight(revoked) > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         left = owner._tracker.in_flight(revoked)

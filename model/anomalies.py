@@ -88,6 +88,31 @@ class AnomalyGenerator:
             roi = torch.where(f.view(b, 1, 1, 1).to(x.device), roi.flip(2), roi)
         return x, roi
 
+    def _perlin(self, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+        c = self.cfg
+        return perlin_mask(
+            (h, w), gen, min_exp=c.perlin_min_exp, max_exp=c.perlin_max_exp,
+            rotation_deg=c.perlin_rotation_deg, threshold=c.perlin_threshold,
+            min_area=c.min_area, max_redraws=c.max_redraws,
+        )[None]
+
+    def _mask(self, h: int, w: int, roi: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """A Perlin mask ``(1, H, W)``; with probability ``roi_probability`` confined to the ROI
+        dilated by ``roi_margin`` (redrawn until enough of it falls there; unconfined if never)."""
+        c = self.cfg
+        m = self._perlin(h, w, gen)
+        if c.roi_probability <= 0 or float(torch.rand(1, generator=gen)) >= c.roi_probability:
+            return m
+        k = 2 * c.roi_margin + 1
+        zone = torch.nn.functional.max_pool2d(roi.float().cpu()[None], k, stride=1, padding=c.roi_margin)[0]
+        need = max(1, c.min_area // 4)
+        for _ in range(c.max_redraws):
+            confined = m * zone
+            if float(confined.sum()) >= need:
+                return confined
+            m = self._perlin(h, w, gen)
+        return m
+
     def _texture(self, x: torch.Tensor, i: int, gen: torch.Generator) -> torch.Tensor:
         c = self.cfg
         ch, h, w = x.shape[1:]
@@ -128,11 +153,7 @@ class AnomalyGenerator:
         for i in range(b):
             if float(torch.rand(1, generator=gen)) >= c.probability:
                 continue
-            m = perlin_mask(
-                (h, w), gen, min_exp=c.perlin_min_exp, max_exp=c.perlin_max_exp,
-                rotation_deg=c.perlin_rotation_deg, threshold=c.perlin_threshold,
-                min_area=c.min_area, max_redraws=c.max_redraws,
-            ).to(x.device, x.dtype)[None]
+            m = self._mask(h, w, roi[i], gen).to(x.device, x.dtype)
             tex = self._texture(x, i, gen) * m  # N ⊙ M: texture only inside the mask
             beta = _u(gen, c.beta_min, c.beta_max)
             xi = x[i]

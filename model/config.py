@@ -78,6 +78,12 @@ class AnomalyConfig(_Strict):
     geo_rotation_deg: float = Field(90.0, ge=0.0)
     hflip: bool = True
     vflip: bool = True
+    roi_probability: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="share of defects confined to the ROI (dilated by roi_margin); 0 = spec §3 (anywhere). "
+                    "For a narrow ROI (the vials' meniscus band) most unconfined defects fall outside it "
+                    "and teach only 'ignore'; confining some gives the in-ROI positives")
+    roi_margin: int = Field(2, ge=0, description="pixels the ROI is dilated by for confined defects")
 
 
 class LossConfig(_Strict):

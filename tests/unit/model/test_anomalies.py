@@ -58,3 +58,18 @@ def test_textures_from_folder_are_used():
     m = out.mask.bool()
     vals = out.noisy[m]
     assert ((vals >= 0.25 - 1e-6) & (vals <= 0.5 + 1e-6)).all()  # β·0.5 with β ∈ [0.5, 1]
+
+
+def test_roi_confined_defects_stay_in_the_dilated_roi():
+    roi = torch.zeros(8, 1, 64, 64)
+    roi[:, :, 30:34, :] = 1  # a thin band, like the vials' meniscus
+    zone = roi.clone()
+    zone[:, :, 28:36, :] = 1  # dilated by roi_margin=2
+    common = dict(probability=1.0, noise_sigma_max=0.0, geo_rotation_deg=0.0, hflip=False, vflip=False)
+    confined = AnomalyGenerator(AnomalyConfig(roi_probability=1.0, roi_margin=2, **common))
+    out = confined(torch.rand(8, 1, 64, 64), torch.Generator().manual_seed(3), roi)
+    assert (out.mask.flatten(1).sum(1) > 0).all()
+    assert (out.mask * (1 - zone)).sum() == 0  # nothing outside the band ± margin
+    free = AnomalyGenerator(AnomalyConfig(**common))  # spec default: anywhere
+    out = free(torch.rand(8, 1, 64, 64), torch.Generator().manual_seed(3), roi)
+    assert (out.mask * (1 - zone)).sum() > 0
