@@ -36,6 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--texture-dir", help="folder of defect textures (e.g. DTD)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--preset", help="product preset of config overrides (model.config.PRESETS), e.g. vials")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config field by dotted path, value in YAML, e.g. "
                         "--set anomaly.geo_rotation_deg=5 --set anomaly.vflip=false "
@@ -96,7 +97,7 @@ def _train(args: argparse.Namespace) -> int:
             over["anomaly"] = {"texture_dir": args.texture_dir}
         for item in args.set:
             _set_dotted(over, item)
-        cfg = make_config(args.profile, **over)
+        cfg = make_config(args.profile, preset=args.preset, **over)
         out, report = train_from_folder(
             cfg, args.data, args.category, args.out, epochs=args.epochs, steps=args.steps,
             roi_path=args.roi, device=args.device, resume=args.resume,

@@ -94,7 +94,7 @@ def wait_for_results(client, prefix: str, frame_ids: list[str], timeout_s: float
 
 
 def main() -> int:
-    steps = os.environ.get("DEMO_STEPS", "600")
+    steps = os.environ.get("DEMO_STEPS", "1000")
     frames = int(os.environ.get("DEMO_FRAMES", "100"))
     fps = os.environ.get("DEMO_FPS", "10")
     data, model, evaluation = RUNS / "data", RUNS / "model", RUNS / "eval"
@@ -110,7 +110,7 @@ def main() -> int:
         grdline("simulate", "dataset", "--out", str(data), "--category", "vials",
                 "--train", "240", "--test", "120", "--size", str(SIZE), "--seed", "0")
     if os.environ.get("DEMO_RETRAIN") == "1" or not (model / "model.json").exists():
-        grdline("train", "--data", str(data), "--category", "vials", "--profile", "line",
+        grdline("train", "--data", str(data), "--category", "vials", "--profile", "line", "--preset", "vials",
                 "--out", str(model), "--steps", steps, "--image-size", str(SIZE), "--seed", "0")
     grdline("eval", "--model", str(model), "--data", str(data), "--category", "vials",
             "--out", str(evaluation))

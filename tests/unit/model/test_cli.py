@@ -42,3 +42,19 @@ def test_train_set_rejects_unknown_field_by_name(tmp_path, caplog):
     assert rc == 2
     assert "anomaly.geo_rotaton_deg" in caplog.text
     assert not (tmp_path / "m" / "model.json").exists()
+
+
+def test_presets_apply_under_set_overrides():
+    import pytest
+
+    from model.config import PRESETS, make_config
+    from model.errors import ConfigError
+
+    plain = make_config("line")
+    vials = make_config("line", preset="vials")
+    assert vials.anomaly.roi_probability == PRESETS["vials"]["anomaly"]["roi_probability"] > 0
+    assert plain.anomaly.roi_probability == 0 and plain.anomaly.vflip  # the spec's defaults stay
+    assert not vials.anomaly.vflip and vials.scoring.pool_kernel == 5
+    assert make_config("line", preset="vials", scoring={"pool_kernel": 9}).scoring.pool_kernel == 9
+    with pytest.raises(ConfigError, match="unknown preset 'vial'"):
+        make_config("line", preset="vial")
