@@ -223,8 +223,9 @@ PROFILES: dict[str, Any] = {"paper": _paper, "line": _line}
 #: "flips where the product allows"); most synthetic defects inside the narrow meniscus band, else
 #: the segmenter mostly learns to ignore defects; real defects are a few pixels at 128 px, so no
 #: Perlin field coarser than 4×4 (``perlin_min_exp`` 2) and a 5-px score pool (spec §6 makes the
-#: kernel config). Measured on 128-px vials, 1,000 steps: spec defaults 0.58 image AUROC (at
-#: 1,200 steps), this preset without the ``perlin_min_exp`` 0.91, with it 0.95.
+#: kernel config). Image AUROC on 128-px vials (docs/evaluations/vials-line): spec defaults 0.58
+#: (1,200 steps); this preset without ``perlin_min_exp`` 0.906 (1,000 steps); with it 0.949
+#: (1,000 steps) and 0.975 (2,000 steps).
 PRESETS: dict[str, dict[str, Any]] = {
     "vials": {
         "anomaly": {"roi_probability": 0.7, "perlin_min_exp": 2, "geo_rotation_deg": 5.0, "vflip": False},
