@@ -114,9 +114,34 @@ def topic_factory(
         return name
 
     yield make
-    if created:
-        admin.delete_topics(created)
     admin.close()
+    if created:
+        delete_topics(kafka_settings, created)
+
+
+def delete_topics(settings: KafkaSettings, names: list[str], timeout_s: float = 60.0) -> None:
+    """Delete ``names`` with a fresh admin client, retrying retriable errors for ``timeout_s``: a
+    test that restarted the broker leaves clients in reconnect backoff (``NodeNotReadyError``).
+    Topics already gone are not an error; anything else, or running out of time, is raised."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admin = None
+        try:
+            admin = KafkaAdminClient(**settings.client_kwargs())
+            left = sorted(set(names) & set(admin.list_topics()))
+            if left:
+                admin.delete_topics(left)
+            return
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+        finally:
+            if admin is not None:
+                admin.close()
 
 
 @pytest.fixture(scope="session")
