@@ -17,7 +17,17 @@ and PNG files themselves are correct images.
 checked against :data:`MAX_DIMENSION` / :data:`MAX_DECODED_BYTES` *before* anything is allocated,
 and the width/height/channels inside a JPEG or PNG are read from its own header and compared with
 the declared ones before the image is decoded (so a small file declaring a huge image is refused
-cheaply). Each failure raises a :class:`~ingest.errors.FrameError` subclass naming the field.
+cheaply). Each failure raises a :class:`~ingest.errors.FrameError` subclass naming the field,
+and nothing else: whatever headers and bytes arrive (a time outside what a UTC datetime can hold,
+a key that is not text, a repeated or oversized header, a corrupt image), the caller catches one
+type and dead-letters the record with its reason.
+
+Clock skew: :func:`decode_frame` also checks ``captured_at`` against the line's clock
+(:func:`check_capture_time`, bounds in :class:`~ingest.settings.ClockSettings`): a capture time
+further in the future than ``max_future_ms`` or older than ``max_age_s`` raises
+:class:`~ingest.errors.ClockSkewError` (never clamped). Replayed frames (``replay_of``) are exempt
+from the age bound only. :func:`decode_meta` reads headers without that check (recorders and
+replayers read old frames on purpose).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -41,6 +51,7 @@ from pydantic import (
 )
 
 from ingest.errors import (
+    ClockSkewError,
     FrameError,
     InvalidHeaderError,
     MissingHeaderError,
@@ -50,6 +61,7 @@ from ingest.errors import (
     UnknownSchemaVersionError,
     UnsupportedEncodingError,
 )
+from ingest.settings import ClockSettings
 from ingest.topics import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
@@ -68,6 +80,8 @@ MAX_DECODED_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 1024
 #: Largest ``deadline_ms``: one hour.
 MAX_DEADLINE_MS = 3600 * 1000
+#: Most headers a frame may carry (contract fields plus tracing and the like).
+MAX_HEADERS = 64
 
 Headers = list[tuple[str, bytes]]
 
@@ -120,7 +134,10 @@ class FrameMeta(BaseModel):
     @field_validator("captured_at")
     @classmethod
     def _to_utc(cls, v: datetime) -> datetime:
-        return v.astimezone(UTC)
+        try:
+            return v.astimezone(UTC)
+        except (OverflowError, ValueError) as exc:  # year 1 with +05:00, year 9999 with -05:00
+            raise ValueError(f"{v.isoformat()} is outside the range of a UTC time (years 1-9999)") from exc
 
     @model_validator(mode="after")
     def _dtype_iff_raw(self) -> FrameMeta:
@@ -203,10 +220,48 @@ def meta_to_headers(meta: FrameMeta) -> Headers:
     return out
 
 
+def _header_key(entry: object) -> tuple[str, object]:
+    """``(key, raw value)`` of one header entry; keys must be text (bytes keys must be UTF-8).
+
+    kafka-python hands keys as ``str`` and raises inside ``poll()`` on a key that is not UTF-8;
+    a consumer that decodes keys itself may pass ``bytes`` or a ``str`` with lone surrogates
+    (``errors="surrogateescape"``). Both kinds of not-UTF-8 key are refused here, naming the key.
+    """
+    if not isinstance(entry, tuple | list) or len(entry) != 2:
+        raise InvalidHeaderError("headers", f"header entry is not a (key, value) pair: {type(entry).__name__}")
+    key, raw = entry
+    if isinstance(key, bytes | bytearray | memoryview):
+        try:
+            key = bytes(key).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidHeaderError("headers", f"header key {bytes(key)[:40]!r} is not UTF-8") from exc
+    elif not isinstance(key, str):
+        raise InvalidHeaderError("headers", f"header key is {type(key).__name__}, not text")
+    else:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidHeaderError("headers", f"header key {key[:40]!r} is not UTF-8") from exc
+    return key, raw
+
+
 def _header_texts(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
-    """Contract headers as text; a repeated, non-bytes, oversized or non-UTF-8 one is invalid."""
+    """Contract headers as text; a repeated, non-bytes, oversized or non-UTF-8 one is invalid, and
+    so is a header list that is not a list of pairs, has a key that is not UTF-8 text, or holds
+    more than :data:`MAX_HEADERS` entries."""
     texts: dict[str, str] = {}
-    for key, raw in headers or ():
+    if headers is None:
+        return texts
+    if isinstance(headers, str | bytes | bytearray | memoryview | dict):
+        raise InvalidHeaderError("headers", f"headers are {type(headers).__name__}, not a list of pairs")
+    try:
+        entries = list(headers)
+    except TypeError as exc:
+        raise InvalidHeaderError("headers", f"headers are {type(headers).__name__}, not a list of pairs") from exc
+    if len(entries) > MAX_HEADERS:
+        raise SizeLimitError("headers", f"{len(entries)} headers exceed the limit of {MAX_HEADERS}")
+    for entry in entries:
+        key, raw = _header_key(entry)
         if key not in FrameMeta.model_fields:
             continue
         if key in texts:
@@ -263,13 +318,7 @@ def decode_meta(headers: Iterable[tuple[str, bytes | None]] | None) -> FrameMeta
         if name in _INT_FIELDS:
             values[name] = _parse_int(name, text)
         elif name == "captured_at":
-            try:
-                stamp = datetime.fromisoformat(text)
-            except ValueError as exc:
-                raise InvalidHeaderError(name, f"not an ISO 8601 time: {text[:40]!r}") from exc
-            if stamp.tzinfo is None:
-                raise InvalidHeaderError(name, "time has no UTC offset")
-            values[name] = stamp
+            values[name] = _parse_time(name, text)
         else:
             values[name] = text
     _check_limits(values)
@@ -279,6 +328,60 @@ def decode_meta(headers: Iterable[tuple[str, bytes | None]] | None) -> FrameMeta
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "headers"
         raise InvalidHeaderError(field, err["msg"]) from exc
+
+
+def _parse_time(field: str, text: str) -> datetime:
+    """An ISO 8601 time with an offset, as UTC; raises InvalidHeaderError for anything else,
+    including a time that exists with its offset but not in UTC (``0001-01-01T00:00+05:00``)."""
+    try:
+        stamp = datetime.fromisoformat(text)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidHeaderError(field, f"not an ISO 8601 time: {text[:40]!r}") from exc
+    if stamp.tzinfo is None or stamp.utcoffset() is None:
+        raise InvalidHeaderError(field, "time has no UTC offset")
+    try:
+        return stamp.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise InvalidHeaderError(
+            field, f"{text[:40]!r} is outside the range of a UTC time (years 1-9999)"
+        ) from exc
+
+
+_DEFAULT_CLOCK: ClockSettings | None = None
+
+
+def default_clock() -> ClockSettings:
+    """The clock bounds from the environment (``GRDLINE_CLOCK_*``), read once per process."""
+    global _DEFAULT_CLOCK
+    if _DEFAULT_CLOCK is None:
+        _DEFAULT_CLOCK = ClockSettings()
+    return _DEFAULT_CLOCK
+
+
+def check_capture_time(
+    meta: FrameMeta, *, now: datetime | None = None, clock: ClockSettings | None = None
+) -> None:
+    """Refuse a ``captured_at`` outside the line's clock bounds with :class:`ClockSkewError`.
+
+    ``now`` is the line's time (default: the wall clock); ``clock`` the bounds (default:
+    :func:`default_clock`). A replayed frame (``replay_of`` set) is exempt from the age bound.
+    """
+    clock = clock or default_clock()
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    ahead_ms = (meta.captured_at - now) / timedelta(milliseconds=1)
+    if ahead_ms > clock.max_future_ms:
+        raise ClockSkewError(
+            "captured_at",
+            f"{meta.captured_at.isoformat()} is {ahead_ms / 1000:.3f} s ahead of the line's clock "
+            f"({now.isoformat()}); tolerance {clock.max_future_ms} ms",
+        )
+    age_s = -ahead_ms / 1000
+    if meta.replay_of is None and age_s > clock.max_age_s:
+        raise ClockSkewError(
+            "captured_at",
+            f"{meta.captured_at.isoformat()} is {age_s:.0f} s older than the line's clock "
+            f"({now.isoformat()}); the oldest accepted is {clock.max_age_s:.0f} s",
+        )
 
 
 def _check_limits(values: dict[str, object]) -> None:
@@ -345,17 +448,30 @@ def encode_frame(
 
 
 def decode_frame(
-    value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes | None]] | None,
+    *,
+    now: datetime | None = None,
+    clock: ClockSettings | None = None,
+    check_clock: bool = True,
 ) -> tuple[FrameMeta, np.ndarray]:
     """Validate headers and decode the value; returns ``(meta, image)``.
 
     ``image`` is a fresh, writable array of ``meta.shape`` (RGB for three channels), ``uint8``
     (or ``meta.dtype`` for raw). Raises a :class:`~ingest.errors.FrameError` subclass naming the
-    field: missing/invalid header, unknown schema version, unsupported encoding, size limit,
-    size mismatch, undecodable bytes.
+    field, and no other exception: missing/invalid/repeated header, unknown schema version,
+    unsupported encoding, capture time outside the clock bounds (:func:`check_capture_time` with
+    ``now`` and ``clock``; ``check_clock=False`` skips it, for tools reading old frames), size
+    limit, size mismatch, undecodable bytes.
     """
     meta = decode_meta(headers)
-    if value is None or len(value) == 0:
+    if check_clock:
+        check_capture_time(meta, now=now, clock=clock)
+    if value is None:
+        raise UndecodableImageError("value", "no image bytes")
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise UndecodableImageError("value", f"value is {type(value).__name__}, not bytes")
+    if len(value) == 0:
         raise UndecodableImageError("value", "no image bytes")
     if len(value) > MAX_MESSAGE_BYTES:
         raise SizeLimitError("value", f"{len(value)} B exceeds {MAX_MESSAGE_BYTES} B")
@@ -379,7 +495,10 @@ def decode_frame(
     import cv2
 
     flags = (cv2.IMREAD_GRAYSCALE if meta.channels == 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
-    decoded = cv2.imdecode(np.frombuffer(value, dtype=np.uint8), flags)
+    try:
+        decoded = cv2.imdecode(np.frombuffer(value, dtype=np.uint8), flags)
+    except cv2.error as exc:
+        raise UndecodableImageError("value", f"OpenCV refused the {meta.encoding.value} bytes: {exc}") from exc
     if decoded is None:
         raise UndecodableImageError("value", f"OpenCV could not decode the {meta.encoding.value} bytes")
     if decoded.shape[:2] != (meta.height, meta.width):  # pragma: no cover - geometry parsed above

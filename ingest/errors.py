@@ -46,6 +46,14 @@ class UnsupportedEncodingError(InvalidHeaderError):
     """``encoding`` names no codec of the contract (jpeg, png, raw)."""
 
 
+class ClockSkewError(InvalidHeaderError):
+    """``captured_at`` is a valid time but outside what the line's clock accepts: further in the
+    future than the tolerance, or older than the maximum age (a camera clock that is wrong).
+
+    Dead-lettered with this reason, never silently clamped (bounds: :class:`~ingest.settings.ClockSettings`).
+    """
+
+
 class SizeLimitError(FrameError):
     """A declared size (width, height, decoded bytes) or the value itself exceeds the limits.
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.topics import FRAMES_RETENTION_MS
 
 #: Local stack ports (deploy/local). One home: the stack and every client default read these.
 KAFKA_PORT = 19092
@@ -53,6 +55,29 @@ class KafkaSettings(BaseSettings):
             if value is not None:
                 kw[name] = str(value)
         return kw
+
+
+class ClockSettings(BaseSettings):
+    """How far a frame's ``captured_at`` (camera clock) may be from the line's clock.
+
+    :func:`ingest.contract.decode_frame` refuses a frame outside these bounds with
+    :class:`~ingest.errors.ClockSkewError` (the consumer dead-letters it with that reason); nothing
+    is clamped. Environment prefix ``GRDLINE_CLOCK_``.
+
+    * ``max_future_ms`` — a capture time later than *now* by more than this is refused. Cameras on
+      NTP/PTP are within milliseconds of the line; 2 s absorbs a badly synced one while still
+      catching a wrong clock before its stamp turns into nonsense latencies and deadlines.
+    * ``max_age_s`` — a capture time older than this is refused: the default is the frames
+      topic's retention (:data:`ingest.topics.FRAMES_RETENTION_MS`), so a frame that can really
+      still be on the topic (a backlog after an outage) is decided, and a camera whose clock fell
+      back to 1970 or year 1 is not. Replayed frames (``replay_of`` set) are exempt from this
+      bound only: a recording is old by nature.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GRDLINE_CLOCK_", extra="forbid")
+
+    max_future_ms: int = Field(default=2_000, ge=0)
+    max_age_s: float = Field(default=FRAMES_RETENTION_MS / 1000.0, gt=0)
 
 
 S = TypeVar("S", bound=BaseModel)

@@ -8,8 +8,16 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 FRAMES = "frames"
+#: Where ``grdline replay`` writes by default: a replay is decided like live frames (into the
+#: replay results namespace) but never lands on the live topic unless the operator asks for it
+#: (``grdline replay --topic frames --to-live``).
+FRAMES_REPLAY = "frames.replay"
 REJECTS = "rejects"
 DLQ = "frames.dlq"
+
+#: How long the frames topics keep a frame: one day. Also the default oldest capture time the
+#: line accepts (:class:`ingest.settings.ClockSettings`).
+FRAMES_RETENTION_MS = 24 * 3600 * 1000
 
 #: Largest frame the broker, topics and producers accept (bytes). Frames are images of up to a few
 #: MiB; the broker's ``message.max.bytes`` (deploy/local) is set to the same value.
@@ -38,7 +46,8 @@ class TopicSpec(BaseModel):
 
 
 DEFAULT_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(name=FRAMES, partitions=4),
+    TopicSpec(name=FRAMES, partitions=4, retention_ms=FRAMES_RETENTION_MS),
+    TopicSpec(name=FRAMES_REPLAY, partitions=4, retention_ms=FRAMES_RETENTION_MS),
     TopicSpec(name=REJECTS, partitions=1, retention_ms=7 * 24 * 3600 * 1000),
     TopicSpec(name=DLQ, partitions=1, retention_ms=7 * 24 * 3600 * 1000,
               max_message_bytes=DLQ_MAX_MESSAGE_BYTES),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,10 +18,12 @@ from ingest.contract import (
     SCHEMA_VERSION,
     Encoding,
     FrameMeta,
-    decode_frame,
     decode_meta,
     encode_frame,
     meta_to_headers,
+)
+from ingest.contract import (
+    decode_frame as _decode_frame,
 )
 from ingest.errors import (
     FrameError,
@@ -36,6 +39,9 @@ from ingest.errors import (
 from ingest.source import CapturedFrame
 
 T0 = datetime(2026, 11, 30, 7, 0, 0, 123456, tzinfo=UTC)
+#: The line's clock in these tests: one second after the frames were captured.
+NOW = T0 + timedelta(seconds=1)
+decode_frame = functools.partial(_decode_frame, now=NOW)
 
 
 def meta(**kw) -> FrameMeta:
