@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ingest.settings import INGEST_METRICS_PORT, KafkaSettings, load_settings
-from ingest.topics import DLQ, FRAMES
+from ingest.topics import DLQ, FRAMES, FRAMES_REPLAY
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,12 @@ def replay_cmd(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if (args.archive is None) == (args.from_topic is None):
         raise SystemExit("give either ARCHIVE or --from-topic")
+    if args.topic == FRAMES and not args.to_live:
+        raise SystemExit(f"refusing to replay onto the live topic {FRAMES!r} without --to-live "
+                         f"(the default destination is {FRAMES_REPLAY!r})")
+    if args.keep_deadline and not args.retime:
+        log.warning("--keep-deadline without --retime: replayed frames keep deadlines that passed "
+                    "when they were captured")
     if args.archive is not None:
         items = archive_items(args.archive)
     else:
@@ -162,7 +168,8 @@ def replay_cmd(args: argparse.Namespace) -> int:
     with _stop_on_signals() as stop:
         publisher = FramePublisher(settings, args.topic).start()
         try:
-            stats = replay(items, publisher, speed=args.speed, loop=args.loop, stop=stop, retime=args.retime)
+            stats = replay(items, publisher, speed=args.speed, loop=args.loop, stop=stop, retime=args.retime,
+                           keep_deadline=args.keep_deadline)
         finally:
             publisher.close()
     print(f"replayed {stats.frames} frames ({stats.invalid} verbatim: invalid headers) "
@@ -174,8 +181,8 @@ def topics_cmd(args: argparse.Namespace) -> int:
     from ingest.admin import ensure_topics
     from ingest.topics import DEFAULT_TOPICS
 
-    specs = [s.model_copy(update={"partitions": args.frames_partitions}) if s.name == FRAMES
-             and args.frames_partitions else s for s in DEFAULT_TOPICS]
+    specs = [s.model_copy(update={"partitions": args.frames_partitions})
+             if s.name in (FRAMES, FRAMES_REPLAY) and args.frames_partitions else s for s in DEFAULT_TOPICS]
     report = ensure_topics(_settings(args), specs)
     print(f"created: {', '.join(report.created) or '-'}; existing: {', '.join(report.existing) or '-'}")
     for m in report.mismatches:
@@ -243,17 +250,24 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("replay", help="republish an archive or a topic range with original timing")
     p.add_argument("archive", nargs="?", metavar="ARCHIVE")
-    p.add_argument("--topic", default=FRAMES, help="destination topic")
+    p.add_argument("--topic", default=FRAMES_REPLAY,
+                   help=f"destination topic (default {FRAMES_REPLAY}; the live {FRAMES} needs --to-live)")
+    p.add_argument("--to-live", action="store_true",
+                   help=f"allow --topic {FRAMES}: replayed frames go onto the live line's topic")
     p.add_argument("--from-topic", metavar="TOPIC", help="replay a range of this topic (no archive)")
     _range_args(p)
     p.add_argument("--speed", type=_rate, default=1.0, help="time scale, or 'max'")
     p.add_argument("--loop", action="store_true")
     p.add_argument("--retime", action="store_true", help="stamp captured_at with the replay time")
+    p.add_argument("--keep-deadline", action="store_true",
+                   help="keep deadline_ms (dropped by default: an old capture time makes it late); "
+                        "with --retime the deadline is rebased onto the replay time")
     _kafka_args(p)
     p.set_defaults(func=replay_cmd)
 
-    p = subparsers.add_parser("topics", help="create the frames, rejects and DLQ topics")
-    p.add_argument("--frames-partitions", type=int, default=None)
+    p = subparsers.add_parser("topics", help="create the frames, frames.replay, rejects and DLQ topics")
+    p.add_argument("--frames-partitions", type=int, default=None,
+                   help=f"partitions of {FRAMES} and {FRAMES_REPLAY}")
     _kafka_args(p)
     p.set_defaults(func=topics_cmd)
 

@@ -6,8 +6,16 @@ Each frame is republished with its original bytes, key and headers except:
   ``--loop`` passes), so a replay never collides with the original in the sinks;
 * ``replay_of`` — the original frame id (the root one when replaying a replay): the header that
   marks a frame as replayed and links it back;
-* ``captured_at`` — unchanged, unless ``retime`` is set, which stamps the replay time (useful when
-  the consumer enforces capture-time deadlines).
+* ``captured_at`` — unchanged, unless ``retime`` is set, which stamps the replay time;
+* ``deadline_ms`` — **dropped** by default: a deadline is ``captured_at + deadline_ms``, so an
+  original deadline on an old capture time is long past and the line's late (fail-safe) policy
+  would turn every replayed frame into a reject. Replayed frames are decided into the replay
+  namespace and never actuate, so they need no deadline. ``keep_deadline`` keeps the header; with
+  ``retime`` that rebases the deadline onto the replay time (``now + deadline_ms``), which is the
+  only combination where keeping it makes sense.
+
+Destination: ``grdline replay`` writes to :data:`~ingest.topics.FRAMES_REPLAY` unless told
+otherwise, and refuses the live :data:`~ingest.topics.FRAMES` topic without ``--to-live``.
 
 Timing: frame *i* is sent at ``t0 + (ts_i - ts_0) / speed`` where ``ts`` are the original record
 timestamps; ``speed=None`` sends as fast as the broker allows. A record whose headers break the
@@ -64,9 +72,12 @@ def replay_frame_id(original: str, run: str, loop: int) -> str:
 
 
 def replay_headers(
-    headers: list[tuple[str, bytes]], run: str, loop: int, *, retime: bool = False
+    headers: list[tuple[str, bytes]], run: str, loop: int, *, retime: bool = False,
+    keep_deadline: bool = False,
 ) -> tuple[list[tuple[str, bytes]], str, str, str]:
     """Rewrite frame headers for a replay; returns ``(headers, new_id, line, camera)``.
+
+    ``deadline_ms`` is dropped unless ``keep_deadline`` (see the module docstring).
 
     Raises :class:`~ingest.errors.FrameError` when the headers break the contract.
     """
@@ -75,7 +86,7 @@ def replay_headers(
     new_id = replay_frame_id(root, run, loop)
     out: list[tuple[str, bytes]] = []
     for k, v in headers:
-        if k == "replay_of":
+        if k == "replay_of" or (k == "deadline_ms" and not keep_deadline):
             continue
         if k == "frame_id":
             v = new_id.encode()
@@ -133,6 +144,7 @@ def replay(
     retime: bool = False,
     run: str | None = None,
     max_loops: int | None = None,
+    keep_deadline: bool = False,
 ) -> ReplayStats:
     """Republish ``items()`` through ``publisher`` with scaled original timing."""
     if speed is not None and speed <= 0:
@@ -156,7 +168,8 @@ def replay(
             if stop.is_set():
                 break
             try:
-                headers, frame_id, line, camera = replay_headers(item.headers, run, n, retime=retime)
+                headers, frame_id, line, camera = replay_headers(item.headers, run, n, retime=retime,
+                                                                  keep_deadline=keep_deadline)
             except FrameError as exc:
                 headers, line, camera = item.headers, "unknown", "unknown"
                 frame_id = f"invalid-{run}-{stats.invalid}"
