@@ -306,6 +306,24 @@ def redis_ready() -> bool:
         return False
 
 
+#: Redis durability: the append-only file, fsynced once a second. A write acknowledged more than
+#: about this long before a crash (kill -9, power loss) is on disk; a clean SHUTDOWN (with or
+#: without NOSAVE) fsyncs the AOF and loses nothing. README "Durability" says what production needs.
+REDIS_FSYNC_WINDOW_S = 1.0
+
+
+def _redis_config(home: Path, password: str | None = None) -> str:
+    """redis.conf of the local stack: loopback, AOF (``appendfsync everysec``), no RDB snapshots,
+    and ``noeviction`` so that a full Redis refuses writes (an error the sink sees) instead of
+    silently evicting results or reject claims."""
+    lines = [f"bind {HOST}", f"port {REDIS_PORT}", "save \"\"", "appendonly yes",
+             "appendfsync everysec", "maxmemory-policy noeviction",
+             f"dir {home}", "daemonize no", "protected-mode yes"]
+    if password:  # secret goes to a 0600 file, never onto a command line or a log
+        lines.append(f"requirepass {password}")
+    return "\n".join(lines) + "\n"
+
+
 def start_redis(timeout: float = 30.0) -> None:
     home = STATE / "redis"
 
@@ -313,12 +331,7 @@ def start_redis(timeout: float = 30.0) -> None:
         server = _require("redis-server", "install Debian package 'redis-server'; `make setup` does it")
         home.mkdir(parents=True, exist_ok=True)
         conf = home / "redis.conf"
-        lines = [f"bind {HOST}", f"port {REDIS_PORT}", "save \"\"", "appendonly no",
-                 f"dir {home}", "daemonize no", "protected-mode yes"]
-        password = os.environ.get("GRDLINE_REDIS_PASSWORD")
-        if password:  # secret goes to a 0600 file, never onto a command line or a log
-            lines.append(f"requirepass {password}")
-        conf.write_text("\n".join(lines) + "\n")
+        conf.write_text(_redis_config(home, os.environ.get("GRDLINE_REDIS_PASSWORD")))
         conf.chmod(0o600)
         _spawn("redis", [server, str(conf)], home / "redis.log")
 
@@ -414,6 +427,86 @@ def restart_kafka(downtime_s: float = 0.0) -> None:
     start_kafka()
 
 
+def _redis_client():
+    import redis
+
+    from inference.settings import RedisSettings
+
+    return redis.Redis(**RedisSettings(port=REDIS_PORT).client_kwargs(), socket_timeout=5)
+
+
+def _redis_enable_aof(timeout: float = 60.0) -> None:
+    """Turn AOF on in a running Redis started with an older config (``appendonly no``), and wait
+    until the rewrite that writes its data into the AOF has finished, so a restart keeps the data."""
+    client = _redis_client()
+    try:
+        if client.config_get("appendonly").get("appendonly") == "yes":
+            return
+        client.config_set("appendonly", "yes")
+        client.config_set("appendfsync", "everysec")
+        client.config_set("maxmemory-policy", "noeviction")
+
+        def rewritten() -> bool:
+            info = client.info("persistence")
+            return (info.get("aof_enabled") == 1 and not info.get("aof_rewrite_in_progress")
+                    and not info.get("aof_rewrite_scheduled"))
+
+        _wait("redis AOF rewrite", rewritten, timeout)
+    finally:
+        client.close()
+
+
+def restart_redis(mode: str = "shutdown", downtime_s: float = 0.0) -> None:
+    """Restart Redis with the same data directory: ``shutdown`` (SIGTERM: fsync the AOF and exit),
+    ``nosave`` (``SHUTDOWN NOSAVE``: no RDB snapshot; the AOF is still flushed), or ``kill``
+    (SIGKILL: a crash; writes of the last :data:`REDIS_FSYNC_WINDOW_S` may be lost). A Redis still
+    running an older config without AOF is switched to AOF first, so its data survives too."""
+    import redis
+
+    if mode not in ("shutdown", "nosave", "kill"):
+        raise ValueError(f"mode must be shutdown, nosave or kill, not {mode!r}")
+    pid = _read_pid("redis")
+    if pid is None:
+        raise StackError("redis: not started by this stack (no live PID); nothing to restart")
+    _redis_enable_aof()
+    if mode == "shutdown":
+        stop("redis")
+    else:
+        if mode == "nosave":
+            client = _redis_client()
+            try:
+                client.shutdown(nosave=True)
+            except redis.ConnectionError:
+                pass  # the server closes the connection as it exits
+            finally:
+                client.close()
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        _wait("redis exit", lambda: not _alive(pid), 30.0)
+        _pid_file("redis").unlink(missing_ok=True)
+    time.sleep(downtime_s)
+    start_redis()
+
+
+def pause_kafka() -> int:
+    """Freeze the broker (SIGSTOP): connections stay open, nothing answers. Returns its PID; always
+    pair with :func:`resume_kafka` (in a ``finally``)."""
+    pid = _read_pid("kafka")
+    if pid is None:
+        raise StackError("kafka: not started by this stack (no live PID); cannot pause it")
+    os.killpg(pid, signal.SIGSTOP)
+    return pid
+
+
+def resume_kafka(timeout: float = 60.0) -> None:
+    """Let a paused broker run again (SIGCONT) and wait until it answers."""
+    pid = _read_pid("kafka")
+    if pid is None:
+        raise StackError("kafka: no live PID to resume")
+    os.killpg(pid, signal.SIGCONT)
+    _wait("kafka after SIGCONT", kafka_ready, timeout, STATE / "kafka" / "server.log")
+
+
 def status() -> list[ServiceStatus]:
     out = []
     for name in SERVICES:
@@ -442,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="stack", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["up", "down", "status", "restart-kafka"])
+    parser.add_argument("action", choices=["up", "down", "status", "restart-kafka", "restart-redis"])
     parser.add_argument("services", nargs="*", help=f"any of {', '.join(SERVICES)} (default: all)")
     args = parser.parse_args(argv)
     unknown = set(args.services) - set(SERVICES)
@@ -464,6 +557,9 @@ def run(action: str, services: list[str]) -> int:
         elif action == "restart-kafka":
             restart_kafka()
             print("stack: kafka restarted")
+        elif action == "restart-redis":
+            restart_redis()
+            print("stack: redis restarted (AOF on)")
         else:
             rows = status()
             print(format_status(rows))

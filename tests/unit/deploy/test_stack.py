@@ -48,3 +48,18 @@ def test_prometheus_config_scrapes_ray_and_ingest():
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert jobs["ray"] == [f"127.0.0.1:{RAY_METRICS_PORT}"]
     assert "grdline-ingest" in jobs
+
+
+def test_redis_runs_with_aof_everysec_and_noeviction(tmp_path):
+    conf = dict(line.split(" ", 1) for line in stack._redis_config(tmp_path).splitlines())
+    assert conf["appendonly"] == "yes" and conf["appendfsync"] == "everysec"
+    assert conf["maxmemory-policy"] == "noeviction"
+    assert conf["bind"] == "127.0.0.1" and conf["dir"] == str(tmp_path)
+    assert "requirepass" not in conf
+    assert stack._redis_config(tmp_path, "s3cret").splitlines()[-1] == "requirepass s3cret"
+    assert stack.REDIS_FSYNC_WINDOW_S == 1.0
+
+
+def test_restart_redis_refuses_an_unknown_mode():
+    with pytest.raises(ValueError, match="shutdown, nosave or kill"):
+        stack.restart_redis("reboot")
