@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything `make test` and `make demo` need, idempotently, on a fresh Debian machine:
-# Debian packages (Java 17, Maven, Redis, Prometheus), a virtualenv with the Python packages, and
+# Debian packages (Java 17, Maven, Redis, Prometheus, docker-compose), a virtualenv with the Python packages, and
 # the Kafka broker jars from Maven Central. The virtualenv, pip cache and jars live in a cache
 # folder outside the checkout ($GRDLINE_CACHE, default ~/.cache/grdline), keyed by the files they
 # are built from, so a fresh clone on the same machine reuses them. Leaves `.venv` in the checkout
@@ -20,6 +20,8 @@ command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v prometheus >/dev/null || need+=(prometheus)
+# docker-compose (v1, Python): `docker-compose config` checks deploy/compose without a Docker engine
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [[ -z $python ]]; then need+=(python3 python3-venv); fi
 if ((${#need[@]})); then
   sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"

@@ -1,0 +1,160 @@
+"""(c) The Kubernetes manifests: every overlay builds with kustomize, every core object validates
+against the Kubernetes OpenAPI schema bundled in ``kubernetes-validate`` (strict: unknown fields
+fail), and the custom resources are checked as far as the project can.
+
+Custom resources (RayService, Kafka, KafkaNodePool, KafkaTopic, PodMonitor, ServiceMonitor,
+PrometheusRule): kubernetes-validate bundles no CRD schema and no registry package here ships the
+KubeRay, Strimzi or Prometheus Operator CRDs, so their ``spec`` is NOT validated against the
+operators' schemas. What is checked instead: their ``metadata`` as a core ObjectMeta (strict),
+every pod template embedded in the RayService as a core ``PodTemplate`` (strict), the
+serveConfigV2 with Ray's ServeDeploySchema (test_serve_config.py), the PrometheusRule groups with
+promtool (test_prometheus_files.py), and the cross-references below (labels that monitors select,
+topics' replication, the Strimzi cluster label, worker groups and autoscaling).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ._render import DEPLOY, load_render
+
+OVERLAYS = ("cpu", "gpu")
+CRDS = {
+    ("ray.io/v1", "RayService"),
+    ("kafka.strimzi.io/v1beta2", "Kafka"),
+    ("kafka.strimzi.io/v1beta2", "KafkaNodePool"),
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, list[dict]]:
+    """``kubectl kustomize`` of each overlay, on a copy of deploy/k8s with the dashboard JSON
+    exported into it (that file is generated, not committed)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed on this machine")
+    root = tmp_path_factory.mktemp("k8s") / "k8s"
+    shutil.copytree(DEPLOY / "k8s", root)
+    load_render().write_k8s_dashboard(root / "base" / "grafana" / "dashboards" / "grdline-line.json")
+    out = {}
+    for overlay in OVERLAYS:
+        proc = subprocess.run([kubectl, "kustomize", str(root / "overlays" / overlay)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        out[overlay] = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return out
+
+
+def _validate(doc: dict) -> None:
+    import kubernetes_validate
+
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_core_objects_validate(built, overlay):
+    import kubernetes_validate
+
+    kinds = set()
+    for doc in built[overlay]:
+        key = (doc["apiVersion"], doc["kind"])
+        if key in CRDS:
+            continue
+        try:
+            _validate(doc)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}") from exc
+        kinds.add(doc["kind"])
+    assert kinds >= {"Namespace", "ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet", "Deployment"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_custom_resources_metadata_and_pod_templates(built, overlay):
+    seen = set()
+    for doc in built[overlay]:
+        key = (doc["apiVersion"], doc["kind"])
+        if key not in CRDS:
+            continue
+        seen.add(key)
+        _validate({"apiVersion": "v1", "kind": "ConfigMap", "metadata": doc["metadata"]})
+        if doc["kind"] == "RayService":
+            cluster = doc["spec"]["rayClusterConfig"]
+            templates = [cluster["headGroupSpec"]["template"]]
+            templates += [g["template"] for g in cluster["workerGroupSpecs"]]
+            for t in templates:
+                _validate({"apiVersion": "v1", "kind": "PodTemplate",
+                           "metadata": {"name": "check"}, "template": t})
+    assert seen == CRDS, f"missing custom resources: {CRDS - seen}"
+
+
+def _one(docs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
+    return found[0]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_cross_references(built, overlay):
+    docs = built[overlay]
+    rs = _one(docs, "RayService")
+    cluster = rs["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    (group,) = cluster["workerGroupSpecs"]
+    assert group["minReplicas"] >= 1 and group["maxReplicas"] > group["minReplicas"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    worker = group["template"]["spec"]["containers"][0]
+    if overlay == "gpu":
+        assert group["groupName"] == "gpu" and group["rayStartParams"]["num-gpus"] == "1"
+        assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert worker["image"].endswith("-cuda")
+    else:
+        assert "nvidia.com/gpu" not in worker["resources"]["limits"]
+        assert worker["image"].endswith("-cpu")
+    # the PodMonitor selects the Ray pods and scrapes their named metrics port
+    pm = _one(docs, "PodMonitor")
+    pods = [cluster["headGroupSpec"]["template"], group["template"]]
+    for t in pods:
+        labels = t["metadata"]["labels"]
+        assert pm["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ports = [p["name"] for c in t["spec"]["containers"] for p in c.get("ports", [])]
+        assert pm["spec"]["podMetricsEndpoints"][0]["port"] in ports
+    sm = _one(docs, "ServiceMonitor")
+    svc = _one(docs, "Service", "camera-sim")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    # Kafka: 3 KRaft nodes, every topic on this cluster with RF 3 / min ISR 2
+    pool = _one(docs, "KafkaNodePool")
+    assert pool["spec"]["replicas"] == 3 and set(pool["spec"]["roles"]) == {"controller", "broker"}
+    kafka = _one(docs, "Kafka")
+    assert kafka["spec"]["kafka"]["config"]["min.insync.replicas"] == 2
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    for t in (d for d in docs if d["kind"] == "KafkaTopic"):
+        assert t["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+        assert t["spec"]["replicas"] == 3
+    # everything lives in one namespace; endpoints point at the Strimzi bootstrap service
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"grdline"}
+    endpoints = _one(docs, "ConfigMap", "grdline-endpoints")["data"]
+    assert endpoints["GRDLINE_KAFKA_BOOTSTRAP_SERVERS"].startswith(f"{kafka['metadata']['name']}-kafka-bootstrap:")
+    dashboards = _one(docs, "ConfigMap", "grdline-dashboards")
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
+def test_only_files_in_kustomizations_exist():
+    """No stray manifest: every YAML under base/ is listed in its kustomization."""
+    base = DEPLOY / "k8s" / "base"
+    listed = set(yaml.safe_load((base / "kustomization.yaml").read_text())["resources"])
+    files = {str(p.relative_to(base)) for p in base.rglob("*.yaml") if p.name != "kustomization.yaml"}
+    assert files == listed, f"unlisted: {files - listed}; missing: {listed - files}"
+
+
+def test_manifest_templates_are_not_in_the_build():
+    assert not (DEPLOY / "k8s" / "base" / "templates").exists()
+    assert Path(DEPLOY / "k8s" / "templates" / "rayservice.yaml").exists()
