@@ -1,5 +1,6 @@
 """Every panel query and alert rule is valid PromQL on the real Prometheus, which loaded the rules;
-publishing speaks Grafana's HTTP API (to a loopback stand-in, since Grafana cannot run here)."""
+every panel shows data after a short real run (test_report.py shares that run); publishing speaks
+Grafana's HTTP API (to a loopback stand-in, since Grafana cannot run here)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pydantic import SecretStr
 
 from dashboards.alerts import RULE_GROUP, alert_rules
-from dashboards.grafana import DASHBOARD_UID, all_queries
-from dashboards.publish import publish_dashboard
+from dashboards.grafana import DASHBOARDS, all_queries
+from dashboards.publish import publish_dashboards
 from dashboards.settings import GrafanaSettings
 
 
@@ -82,13 +83,14 @@ def test_publish_posts_the_dashboard_with_the_token():
         settings = GrafanaSettings(url=f"http://127.0.0.1:{server.server_port}",
                                    token=SecretStr("s3cret"), folder="Line 1")
         assert "s3cret" not in repr(settings)
-        answer = publish_dashboard(settings)
+        answers = publish_dashboards(settings)
     finally:
         server.shutdown()
-    assert answer["uid"] == DASHBOARD_UID
+    uids = [d.uid for d in DASHBOARDS]
+    assert [a["uid"] for a in answers] == uids
     posts = [s for s in _FakeGrafana.seen if s[0] == "POST"]
     assert posts[0][1] == "/api/folders" and posts[0][2]["title"] == "Line 1"
-    dash = next(s for s in posts if s[1] == "/api/dashboards/db")
-    assert dash[2]["folderUid"] == "f-1" and dash[2]["overwrite"] is True
-    assert dash[2]["dashboard"]["uid"] == DASHBOARD_UID
+    dashes = [s for s in posts if s[1] == "/api/dashboards/db"]
+    assert [d[2]["dashboard"]["uid"] for d in dashes] == uids
+    assert all(d[2]["folderUid"] == "f-1" and d[2]["overwrite"] is True for d in dashes)
     assert all(s[3] == "Bearer s3cret" for s in _FakeGrafana.seen)
