@@ -167,7 +167,7 @@ def accuracy(precisions: list[str], device: torch.device, steps: int) -> dict:
                     _, lg = inet(xx)
             else:
                 _, lg = inet(xx.to(DTYPES[p]))
-            sc = image_score(torch.sigmoid(lg.float()), cfg.scoring.pool_kernel).cpu().numpy()
+            sc = image_score(torch.sigmoid(lg.float()), cfg.pool_kernel).cpu().numpy()
         out[f"auroc_{p}"] = auroc(y, sc)
         if ref is None:
             ref = sc

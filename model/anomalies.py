@@ -64,7 +64,8 @@ class AnomalyGenerator:
     """Batch transform making synthetic defects; see the module doc."""
 
     def __init__(self, cfg: AnomalyConfig, textures: torch.Tensor | None = None) -> None:
-        """``textures``: optional float (T, C, S, S) in [0, 1], at the model size."""
+        """``textures``: optional float (T, C, H, W) in [0, 1], at least the model size (a random
+        crop per defect; :func:`model.data.load_textures` loads them at twice the size)."""
         self.cfg = cfg
         self.textures = textures
 
@@ -118,6 +119,15 @@ class AnomalyGenerator:
         ch, h, w = x.shape[1:]
         if self.textures is not None and len(self.textures) > 0:
             t = self.textures[int(torch.randint(0, len(self.textures), (1,), generator=gen))]
+            th, tw = t.shape[1:]
+            if (th, tw) != (h, w):  # a random crop of the (larger) texture image
+                if th < h or tw < w:
+                    t = torch.nn.functional.interpolate(t[None], size=(h, w), mode="bilinear",
+                                                        align_corners=False)[0]
+                else:
+                    y = int(torch.randint(0, th - h + 1, (1,), generator=gen))
+                    xx = int(torch.randint(0, tw - w + 1, (1,), generator=gen))
+                    t = t[:, y:y + h, xx:xx + w]
             t = t.to(x.device, x.dtype)
         elif float(torch.rand(1, generator=gen)) < c.self_texture_prob and x.shape[0] > 1:
             j = int(torch.randint(0, x.shape[0] - 1, (1,), generator=gen))

@@ -188,24 +188,64 @@ def load_rois(
 
 
 def load_masks(samples: list[Sample], size: int) -> np.ndarray:
-    """bool (N, size, size) ground truth (all False for good images); checks sizes match."""
+    """bool (N, size, size) ground truth (all False for good images; see :func:`mask_to_size`);
+    checks sizes match."""
     out = []
     for s in samples:
         if s.mask_path is None:
             out.append(np.zeros((size, size), bool))
             continue
         shape = read_image(s.path).shape[:2]
-        m = read_binary(s.mask_path, shape)
-        out.append(resize(m.astype(np.uint8), size, nearest=True) > 0)
+        out.append(mask_to_size(read_binary(s.mask_path, shape), size))
     return np.stack(out)
 
 
-def load_textures(folder: str | Path, size: int, channels: int, limit: int = 256) -> np.ndarray:
-    """Texture images of a folder (recursive) resized to the model size: uint8 (T, S, S, C)."""
+def mask_to_size(mask: np.ndarray, size: int) -> np.ndarray:
+    """bool (H, W) ground truth → bool (size, size): area interpolation, then any coverage.
+
+    Nearest-neighbour resizing samples one source pixel per target pixel, so a crack or hole
+    thinner than the scale factor can vanish and its defective image would count as good.
+    """
+    if mask.shape == (size, size):
+        return mask.astype(bool)
+    return cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) > 0
+
+
+def load_textures(folder: str | Path, size: int, channels: int, limit: int = 256,
+                  seed: int = 0, scale: int = 2) -> np.ndarray:
+    """Texture images of a folder tree for synthetic defects: uint8 (T, scale·S, scale·S, C).
+
+    A DTD-style folder has one sub-folder per class: files are drawn round-robin across the
+    classes (seeded order), so ``limit`` spans every class instead of the first few in sorted
+    order. Each is resized so its short side is ``scale × size`` and centre-cropped square; the
+    anomaly generator then takes a random ``size × size`` crop of it per defect.
+    """
     d = Path(folder)
     if not d.is_dir():
         raise DatasetError(f"texture folder {d} does not exist")
-    files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTS)[:limit]
-    if not files:
+    by_class: dict[Path, list[Path]] = {}
+    for p in sorted(d.rglob("*")):
+        if p.suffix.lower() in IMAGE_EXTS and p.is_file():
+            by_class.setdefault(p.parent, []).append(p)
+    if not by_class:
         raise DatasetError(f"no texture images in {d}")
-    return np.stack([resize(read_image(p, channels), size) for p in files])
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(np.array(v, dtype=object))) for v in by_class.values()]
+    files: list[Path] = []
+    while len(files) < limit and any(queues):
+        for q in queues:
+            if q and len(files) < limit:
+                files.append(q.pop())
+    side = scale * size
+    out = []
+    for p in files:
+        im = read_image(p, channels)
+        h, w = im.shape[:2]
+        f = side / min(h, w)
+        nh, nw = max(side, int(round(h * f))), max(side, int(round(w * f)))
+        im = cv2.resize(im, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        if im.ndim == 2:
+            im = im[:, :, None]
+        y, x = (nh - side) // 2, (nw - side) // 2
+        out.append(im[y:y + side, x:x + side])
+    return np.stack(out)

@@ -1,6 +1,8 @@
 """Evaluation of an artefact on an MVTec-layout test set (spec §7).
 
-Writes ``metrics.json``, ``summary.md``, ``roc.png`` and ``overlays/*.png`` to the output folder.
+Writes ``metrics.json``, ``scores.csv`` (per image), ``summary.md``, ``roc.png`` and
+``overlays/*.png`` to the output folder. Labels come from the test folders (any type but ``good``
+is defective); ground-truth masks are resized with area interpolation (:func:`data.mask_to_size`).
 When the dataset has ROIs they are applied at inference (M̂ ⊙ R) and a defect entirely outside the
 ROI is not a reject (its ground truth is M ⊙ R); a second pass without ROI at inference is
 reported under ``without_roi`` (including how many outside-ROI defects stay below τ).
@@ -8,6 +10,7 @@ reported under ``without_roi`` (including how many outside-ROI defects stay belo
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -45,6 +48,29 @@ def _per_type(types: np.ndarray, labels, scores, masks, maps, tau, valid=None) -
     return out
 
 
+def image_labels(types: np.ndarray, gt: np.ndarray, rois: np.ndarray | None) -> np.ndarray:
+    """bool (N,): defective = the test folder is not ``good`` — never inferred from a resized mask.
+
+    With ROIs, a defect whose ground truth lies wholly outside the ROI is not a reject, so that
+    image counts as good (a defect folder without masks stays defective).
+    """
+    labels = np.asarray(types) != "good"
+    if rois is not None:
+        has_gt = gt.reshape(len(gt), -1).any(1)
+        inside = (gt & rois).reshape(len(gt), -1).any(1)
+        labels &= ~(has_gt & ~inside)
+    return labels
+
+
+def write_scores(path: Path, samples, types, labels, scores, tau: float) -> None:
+    """Per-image scores next to metrics.json: file, type, label, η, decision at τ."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "defect_type", "defective", "score", "rejected"])
+        for s, t, lab, sc in zip(samples, types, labels, scores, strict=True):
+            w.writerow([f"{t}/{s.path.name}", t, int(lab), f"{float(sc):.6f}", int(sc >= tau)])
+
+
 def evaluate(
     model_dir: str | Path,
     root: str | Path,
@@ -77,7 +103,7 @@ def evaluate(
     res = run(net, images, rois, device=dev, batch_size=batch_size, precision=precision,
               keep_recon=True)
     masks = gt & rois if rois is not None else gt
-    labels = masks.reshape(len(masks), -1).any(1)
+    labels = image_labels(types, gt, rois)
     # With an ROI, pixel metrics count only pixels inside it: outside, the map is zero by
     # construction and would make even an untrained model look good.
     metrics: dict[str, Any] = all_metrics(labels, res.scores, masks, res.heat, tau, valid=rois)
@@ -90,8 +116,8 @@ def evaluate(
     metrics["precision"] = precision
     if rois is not None:
         plain = run(net, images, None, device=dev, batch_size=batch_size, precision=precision)
-        outside = gt.reshape(len(gt), -1).any(1) & ~labels  # defects wholly outside the ROI
-        raw_labels = gt.reshape(len(gt), -1).any(1)
+        raw_labels = types != "good"
+        outside = raw_labels & ~labels  # defects wholly outside the ROI
         wo = all_metrics(raw_labels, plain.scores, gt, plain.heat, tau)
         wo["per_defect_type"] = _per_type(types, raw_labels, plain.scores, gt, plain.heat, tau)
         metrics["without_roi"] = wo
@@ -102,6 +128,7 @@ def evaluate(
             if outside.any() else None,
         }
     (out / "metrics.json").write_text(json.dumps(_clean(metrics), indent=2) + "\n")
+    write_scores(out / "scores.csv", samples, types, labels, res.scores, tau)
 
     curves = {}
     if labels.any() and (~labels).any():

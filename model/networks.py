@@ -248,7 +248,7 @@ class GRDNet(nn.Module):
         heat = torch.sigmoid(self.segmenter(x, x_hat).float())
         if roi is not None:
             heat = heat * roi.to(heat.dtype)
-        return Inference(x_hat, heat, image_score(heat, self.cfg.scoring.pool_kernel))
+        return Inference(x_hat, heat, image_score(heat, self.cfg.pool_kernel))
 
 
 class InferenceNet(nn.Module):

@@ -57,21 +57,28 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(
-    meta_cfg_inference, device: torch.device, precision: str | None, bf16_ok: bool = True
+    meta_cfg_inference, device: torch.device, precision: str | None,
+    calibration: dict | None = None,
 ) -> str:
     """Numeric mode name: ``fp32``, ``bf16`` or ``fp16``.
 
-    CPU ``auto``: bf16 only with native bf16 hardware and when calibration found bf16 accurate
-    enough (``bf16_ok``, stored in the artefact), else fp32.
+    ``auto`` serves a low precision only where τ was calibrated and checked in it
+    (``calibration``, stored in the artefact by training): on CUDA the precision calibration chose,
+    on a CPU bf16 with native bf16 hardware and ``bf16_ok``; otherwise fp32 (emulated bf16 is ~10×
+    slower, and a τ fitted in fp32 does not hold in fp16).
     """
+    cal = calibration or {}
     if device.type == "cuda":
         want = precision or meta_cfg_inference.gpu_precision
         if want == "auto":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            chosen = cal.get("precision", "fp32")
+            if chosen == "bf16" and not torch.cuda.is_bf16_supported():
+                chosen = "fp32"
+            return chosen if chosen in _DTYPES else "fp32"
         return want
     want = precision or meta_cfg_inference.cpu_precision
     if want == "auto":
-        return "bf16" if cpu_has_native_bf16() and bf16_ok else "fp32"
+        return "bf16" if cpu_has_native_bf16() and bool(cal.get("bf16_ok", False)) else "fp32"
     if want == "fp16":
         raise ModelError("fp16 is not supported on CPU; use fp32 or bf16")
     return want
@@ -135,7 +142,7 @@ class Predictor:
         cfg = meta.config
         self.device = pick_device(device)
         self.precision = resolve_precision(cfg.inference, self.device, precision,
-                                           bool(meta.calibration.get("bf16_ok", True)))
+                                           meta.calibration)
         inet = InferenceNet(copy.deepcopy(net)).eval()
         if cfg.inference.fuse_norm:
             fuse_norms(inet)
@@ -151,8 +158,11 @@ class Predictor:
         self.version: str = meta.version
         self.image_size: int = cfg.image_size
         self.channels: int = cfg.channels
-        self.threshold: float = float(meta.thresholds.image)
-        self.pixel_threshold: float = float(meta.thresholds.pixel)
+        # thresholds calibrated in this precision where training recorded them (model.pipeline)
+        th = meta.calibration.get("thresholds_by_precision", {}).get(self.precision)
+        th = th or meta.thresholds.model_dump()
+        self.threshold: float = float(th["image"])
+        self.pixel_threshold: float = float(th["pixel"])
 
     @classmethod
     def load(
@@ -186,7 +196,7 @@ class Predictor:
         heat = torch.sigmoid(logits.float())
         r = torch.from_numpy(rois).to(self.device)[:, None]
         heat = heat * r
-        score = image_score(heat, self.meta.config.scoring.pool_kernel)
+        score = image_score(heat, self.meta.config.pool_kernel)
         return heat[:, 0].cpu(), score.cpu()
 
     def predict(

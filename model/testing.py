@@ -112,3 +112,28 @@ def make_dataset(
         (cat / "roi").mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(cat / "roi" / "default.png"), roi_disc(size).astype(np.uint8) * 255)
     return cat
+
+
+def learning_run(out: str | Path, seed: int = 0, threads: int = 1, steps: int = 100,
+                 **dataset) -> dict:
+    """Generate a tiny dataset, train the 64-px ``line`` model ``steps`` steps on the CPU and
+    evaluate it; returns the metrics plus the training report (the learning test's unit of work,
+    run in a subprocess so it can pin threads and the CPU code path)."""
+    import torch
+
+    from model.config import make_config
+    from model.evaluate import evaluate
+    from model.pipeline import train_from_folder
+
+    torch.set_num_threads(threads)
+    out = Path(out)
+    make_dataset(out / "ds", **{"n_train": 32, "n_test_good": 12, "n_test_defect": 8, "size": 64,
+                                **dataset})
+    cfg = make_config("line", image_size=64, channels=1,
+                      train={"seed": seed, "val_every_steps": 50})
+    model_dir, report = train_from_folder(cfg, out / "ds", "synth", out / "m", steps=steps,
+                                          device="cpu", progress=False)
+    m = evaluate(model_dir, out / "ds", "synth", out / "e", device="cpu", n_overlays=1)
+    return {**{k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max",
+                                 "false_reject_rate", "escape_rate")},
+            "steps": report["steps"], "isa": torch.backends.cpu.get_cpu_capability()}

@@ -135,12 +135,20 @@ class Trainer:
             fake_logit, _ = net.discriminator(g.x_hat.detach())
             loss_c = discriminator_loss(real_logit, fake_logit)
         self._update(self.opt_c, loss_c)
-        with autocast_ctx(self.device, self.precision):
-            with torch.no_grad():  # features of the updated C for feature matching
-                _, f_real = net.discriminator(x)
-            _, f_fake = net.discriminator(g.x_hat)
-            lg = generator_loss(x, g.x_hat, g.z, g.z_hat, f_real.detach(), f_fake, cfg.loss)
-        self._update(self.opt_g, lg.total)
+        # G: C frozen — eval mode, so BatchNorm normalises X and X̂ with the same (running)
+        # statistics (with batch statistics feature matching cannot see a global shift of X̂) and
+        # leaves them as C's own step set them; no gradients into C's weights
+        disc = net.discriminator
+        disc.eval().requires_grad_(False)
+        try:
+            with autocast_ctx(self.device, self.precision):
+                with torch.no_grad():  # features of the updated C for feature matching
+                    _, f_real = disc(x)
+                _, f_fake = disc(g.x_hat)
+                lg = generator_loss(x, g.x_hat, g.z, g.z_hat, f_real.detach(), f_fake, cfg.loss)
+            self._update(self.opt_g, lg.total)
+        finally:
+            disc.train().requires_grad_(True)
         with autocast_ctx(self.device, self.precision):
             logits = net.segmenter(xn, g.x_hat.detach())
             loss_s = segmentation_loss(logits, syn.mask, syn.roi, cfg.loss)

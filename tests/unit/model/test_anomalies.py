@@ -36,7 +36,8 @@ def test_texture_only_inside_mask_and_seeded():
 
 
 def test_geometric_aug_moves_image_and_roi_together():
-    cfg = AnomalyConfig(probability=0.0, noise_sigma_max=0.0)
+    cfg = AnomalyConfig(probability=0.0, noise_sigma_max=0.0, geo_rotation_deg=90.0, hflip=True,
+                        vflip=True)
     gen = AnomalyGenerator(cfg)
     x = torch.zeros(4, 1, 32, 32)
     x[..., 4:12, 4:12] = 1.0
@@ -73,3 +74,23 @@ def test_roi_confined_defects_stay_in_the_dilated_roi():
     free = AnomalyGenerator(AnomalyConfig(**common))  # spec default: anywhere
     out = free(torch.rand(8, 1, 64, 64), torch.Generator().manual_seed(3), roi)
     assert (out.mask * (1 - zone)).sum() > 0
+
+
+def test_default_augmentation_keeps_good_parts_as_they_are():
+    """A rotated or flipped part is a defect for many products: off unless a preset allows it."""
+    gen = AnomalyGenerator(AnomalyConfig(probability=0.0, noise_sigma_max=0.0))
+    x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = gen(x, torch.Generator().manual_seed(3), None)
+    assert torch.equal(out.clean, x)
+
+
+def test_texture_crops_come_from_larger_textures():
+    tex = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    cfg = AnomalyConfig(probability=1.0, noise_sigma_max=0.0, n_photometric=0, beta_min=1.0)
+    gen = AnomalyGenerator(cfg, tex)
+    x = torch.zeros(2, 1, 32, 32)
+    out = gen(x, torch.Generator().manual_seed(2), None)
+    m = out.mask.bool()
+    assert m.any() and out.noisy.shape == x.shape
+    # β = 1: inside the mask the defect is the texture crop itself
+    assert out.noisy[m].std() > 0.1

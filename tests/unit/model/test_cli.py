@@ -53,8 +53,43 @@ def test_presets_apply_under_set_overrides():
     plain = make_config("line")
     vials = make_config("line", preset="vials")
     assert vials.anomaly.roi_probability == PRESETS["vials"]["anomaly"]["roi_probability"] > 0
-    assert plain.anomaly.roi_probability == 0 and plain.anomaly.vflip  # the spec's defaults stay
-    assert not vials.anomaly.vflip and vials.scoring.pool_kernel == 5
-    assert make_config("line", preset="vials", scoring={"pool_kernel": 9}).scoring.pool_kernel == 9
+    # defaults keep good parts as they are: no rotation or flips unless a preset allows them
+    assert plain.anomaly.geo_rotation_deg == 0 and not plain.anomaly.hflip
+    assert not plain.anomaly.vflip
+    assert vials.anomaly.geo_rotation_deg == 5 and vials.anomaly.hflip and not vials.anomaly.vflip
+    assert vials.pool_kernel == plain.pool_kernel == 5  # scaled with the 128-px image
+    assert make_config("line", preset="vials", scoring={"pool_kernel": 9}).pool_kernel == 9
     with pytest.raises(ConfigError, match="unknown preset 'vial'"):
         make_config("line", preset="vial")
+
+
+def test_pool_kernel_scales_with_image_size_and_smallest_defect():
+    import pytest
+
+    from model.config import make_config
+    from model.errors import ConfigError
+
+    assert [make_config("line", image_size=s).pool_kernel for s in (64, 128, 256)] == [3, 5, 9]
+    assert make_config("paper").pool_kernel == 9
+    # a product whose smallest defect of interest is 4 px gets at most a 3-px pool
+    assert make_config("line", scoring={"min_defect_px": 4}).pool_kernel == 3
+    assert make_config("line", scoring={"pool_kernel": 21}).pool_kernel == 21
+    with pytest.raises(ConfigError, match="pool_kernel must be odd"):
+        make_config("line", scoring={"pool_kernel": 4})
+
+
+def test_train_warns_how_many_good_images_the_target_needs(tmp_path, caplog):
+    import logging
+
+    make_dataset(tmp_path / "ds", n_train=10, n_test_good=2, n_test_defect=1, size=32)
+    with caplog.at_level(logging.WARNING):
+        rc = main(["train", "--data", str(tmp_path / "ds"), "--category", "synth", "--out",
+                   str(tmp_path / "m"), "--steps", "1", "--image-size", "32", "--device", "cpu",
+                   "--no-progress"])
+    assert rc == 0
+    assert "needs at least 598" in caplog.text  # 0.5 % at 95 % confidence
+    cal = json.loads((tmp_path / "m" / "model.json").read_text())["calibration"]
+    lo, hi = cal["val_false_reject_ci95"]
+    assert 0.0 <= lo <= cal["val_false_reject"] <= hi <= 1.0 and hi > 0.2  # 6 images say little
+    assert cal["target_backed_by_data"] is False and cal["images_needed_for_target"] == 598
+    assert cal["precision"] in cal["thresholds_by_precision"]

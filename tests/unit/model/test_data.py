@@ -64,3 +64,51 @@ def test_roi_default_and_override(tmp_path):
     rois = data.load_rois(tr, 32, data.default_roi_path(tmp_path, "synth"))
     assert rois[0].any() and not rois[0].all()  # the default disc
     assert not rois[1].any()  # the override (empty)
+
+
+def test_thin_defect_survives_mask_resizing(tmp_path):
+    """A 1-px crack at 256 px vanishes under nearest-neighbour resizing to 64; its image must
+    still be labelled defective (from the folder) and keep a ground-truth pixel (area resize)."""
+    import cv2
+
+    from model.data import list_test, load_masks, mask_to_size
+    from model.evaluate import image_labels
+
+    m = np.zeros((256, 256), bool)
+    m[101, 30:200] = True  # 256 → 64 nearest samples rows 0, 4, 8, …: row 101 is skipped
+    assert not (cv2.resize(m.astype(np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST) > 0).any()
+    small = mask_to_size(m, 64)
+    assert small.any() and small.sum() >= 40
+    cat = tmp_path / "ds" / "c"
+    for split, t in (("train", "good"), ("test", "good"), ("test", "crack")):
+        (cat / split / t).mkdir(parents=True)
+        cv2.imwrite(str(cat / split / t / "000.png"), np.full((256, 256), 128, np.uint8))
+    (cat / "ground_truth" / "crack").mkdir(parents=True)
+    cv2.imwrite(str(cat / "ground_truth" / "crack" / "000_mask.png"), m.astype(np.uint8) * 255)
+    samples = list_test(tmp_path / "ds", "c")
+    gt = load_masks(samples, 64)
+    types = np.array([s.defect_type for s in samples])
+    labels = image_labels(types, gt, None)
+    assert labels.tolist() == [t != "good" for t in types] and labels.sum() == 1
+    assert gt[types == "crack"].any()
+    # with an ROI, a defect wholly outside it is not a reject; one touching it is
+    roi = np.zeros((len(samples), 64, 64), bool)
+    assert not image_labels(types, gt, roi).any()
+    roi[:, 25] = True  # row 101 / 4
+    assert image_labels(types, gt, roi).tolist() == labels.tolist()
+
+
+def test_textures_span_every_class_with_random_crops(tmp_path):
+    import cv2
+
+    from model.data import load_textures
+
+    for c in range(6):
+        d = tmp_path / "tex" / f"class{c}"
+        d.mkdir(parents=True)
+        for i in range(10):
+            cv2.imwrite(str(d / f"{i}.png"), np.full((40, 60, 3), 20 * c + i, np.uint8))
+    tex = load_textures(tmp_path / "tex", 16, 3, limit=12)
+    assert tex.shape == (12, 32, 32, 3)
+    classes = sorted({int(t[0, 0, 0]) // 20 for t in tex})
+    assert classes == list(range(6))  # two of each class, not the first two classes' files

@@ -83,3 +83,34 @@ def test_pixel_metrics_count_only_valid_pixels():
     in_roi = all_metrics(labels, scores, masks, maps, tau=0.5, valid=roi)
     assert everywhere["pixel_auroc"] < 1.0 and everywhere["aupro"] < 1.0
     assert in_roi["pixel_auroc"] == 1.0 and in_roi["aupro"] == pytest.approx(1.0)
+
+
+def test_pixel_threshold_counts_only_roi_pixels():
+    from model.calibration import pixel_threshold
+
+    maps = np.zeros((4, 10, 10), np.float32)
+    roi = np.zeros((4, 10, 10), bool)
+    roi[:, :5] = True  # half the image
+    rng = np.random.default_rng(0)
+    maps[roi] = rng.uniform(0.2, 0.9, roi.sum())
+    p = 0.1
+    t_roi = pixel_threshold(maps, p, 0.0, valid=roi)
+    t_all = pixel_threshold(maps, p, 0.0)
+    # over the ROI the false-positive rate is the target; counting the zeros outside halves it
+    assert abs(float((maps[roi] >= t_roi).mean()) - p) <= 0.01
+    assert float((maps[roi] >= t_all).mean()) > 2 * p - 0.02 > p
+
+
+def test_calibration_reports_an_honest_interval_and_images_needed():
+    from model.calibration import calibrate, clopper_pearson, images_needed
+
+    assert images_needed(0.005) == 598 and images_needed(0.05) == 59
+    lo, hi = clopper_pearson(0, 15)
+    assert lo == 0.0 and abs(hi - 0.2180) < 1e-3  # the exact 95 % bound for 0 of 15
+    lo, hi = clopper_pearson(5, 100)
+    assert abs(lo - 0.0164) < 1e-3 and abs(hi - 0.1128) < 1e-3
+    rng = np.random.default_rng(1)
+    th, info = calibrate(rng.normal(0.2, 0.02, 15), np.zeros((15, 4, 4)), 0.005, 0.001, 0.1)
+    assert info["n_images"] == 15 and info["images_needed_for_target"] == 598
+    assert info["target_backed_by_data"] is False
+    assert info["val_false_reject_ci95"][1] > 0.2

@@ -58,3 +58,11 @@ def test_bad_input_is_rejected(predictor):
     with pytest.raises(ModelError):
         predictor.predict([np.zeros((8, 8), np.uint8)], [np.ones((9, 9), bool)])
     assert predictor.predict([]).scores.shape == (0,)
+
+
+def test_scores_do_not_depend_on_batch_size(predictor):
+    rng = np.random.default_rng(3)
+    imgs = [rng.integers(0, 256, (64, 64), dtype=np.uint8) for _ in range(16)]
+    full = predictor.predict(imgs).scores
+    one = np.concatenate([predictor.predict([im]).scores for im in imgs])
+    assert np.abs(full - one).max() <= 1e-5

@@ -43,3 +43,22 @@ def test_resume_continues_from_checkpoint(tmp_path):
     )
     lr = resumed.opt_g.param_groups[0]["lr"]
     assert lr <= _cfg().train.lr
+
+
+def test_generator_step_leaves_discriminator_batchnorm_as_its_own_step_set_it():
+    t = Trainer(_cfg(), _images(), progress=False)
+    disc = t.net.discriminator
+    snap = {}
+    update = t._update
+
+    def spy(opt, loss):
+        update(opt, loss)
+        if opt is t.opt_c:  # right after C's own step
+            snap.update({k: v.clone() for k, v in disc.state_dict().items() if "running" in k})
+
+    t._update = spy
+    t.train_step(t.train_idx[:4])
+    assert snap, "the discriminator has BatchNorm running statistics"
+    for k, v in snap.items():
+        assert torch.equal(disc.state_dict()[k], v), k
+    assert disc.training and all(p.requires_grad for p in disc.parameters())  # restored
