@@ -20,6 +20,8 @@ command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v prometheus >/dev/null || need+=(prometheus)
+# headless browser for the run-report test (tests/integration/dashboards/test_report.py)
+command -v chromium >/dev/null || need+=(chromium)
 # docker-compose (v1, Python): `docker-compose config` checks deploy/compose without a Docker engine
 command -v docker-compose >/dev/null || need+=(docker-compose)
 if [[ -z $python ]]; then need+=(python3 python3-venv); fi
