@@ -84,11 +84,15 @@ def list_test(root: str | Path, category: str) -> list[Sample]:
         for img in _images_in(tdir):
             mask = None
             if tdir.name != "good":
-                gt_dir = cat / "ground_truth" / tdir.name
-                cands = [gt_dir / f"{img.stem}_mask{e}" for e in IMAGE_EXTS]
+                # cosmetic_masks/: where a defect outside the ROI really is (its ground_truth mask
+                # is black because it is no reject); with it, evaluation can tell that the image
+                # is good *because* of the ROI instead of calling an empty mask defective
+                cands = [d / f"{img.stem}_mask{e}" for d in
+                         (cat / "cosmetic_masks" / "test" / tdir.name, cat / "ground_truth" / tdir.name)
+                         for e in IMAGE_EXTS]
                 mask = next((c for c in cands if c.is_file()), None)
                 if mask is None:
-                    raise DatasetError(f"ground-truth mask for {img} is missing (looked for {cands[0]})")
+                    raise DatasetError(f"ground-truth mask for {img} is missing (looked for {cands[-len(IMAGE_EXTS)]})")
             out.append(Sample(img, "test", tdir.name, mask, _roi_override(cat, "test", tdir.name, img)))
     if not out:
         raise DatasetError(f"no test images under {test}")
