@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-unit test-integration demo bench lint stack-up stack-down stack-status
+.PHONY: help setup test test-unit test-integration demo bench bench-quality lint stack-up stack-down stack-status
 
 help:
 	@echo "make demo   - the whole line on the local stack (installs everything first)"
@@ -27,7 +27,11 @@ demo: setup
 	@bash deploy/local/demo.sh
 
 bench: setup
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do [[ $$b == *bench_quality.py ]] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
+
+# model quality with default settings on every product (trains: ~1 h on 2 cores); QUALITY_ARGS e.g. --steps 500
+bench-quality: setup
+	$(PY) benchmarks/bench_quality.py $(QUALITY_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .
