@@ -88,6 +88,9 @@ class ModelDeploymentSettings(_Strict):
     #: torch intra-op threads per replica (CPU); None leaves torch's default.
     torch_threads: int | None = Field(default=None, ge=1)
     warmup_batches: int = Field(default=2, ge=0)
+    #: ``check_health`` fails (Serve replaces the replica) after this many consecutive batches that
+    #: raised or produced a non-finite score.
+    unhealthy_after_failures: int = Field(default=5, ge=1)
 
 
 class IngressSettings(_Strict):
@@ -99,6 +102,15 @@ class IngressSettings(_Strict):
     #: Frames handed to the model and not yet committed, per replica. Bounds memory; should be a
     #: few batches so batches fill (>= max_batch_size * model replicas).
     inflight_window: int = Field(default=64, ge=1)
+    #: The same window in bytes of polled records (a poll may overshoot it by one fetch).
+    inflight_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    #: Health turns red when the oldest frame in flight was polled longer ago than this (a frame
+    #: stuck between poll and commit stalls its partition's watermark).
+    max_inflight_age_s: float = Field(default=120.0, gt=0)
+    #: Health turns red when the consumer loop has not gone round for this long.
+    consumer_stall_s: float = Field(default=60.0, gt=0)
+    #: Model calls per group before its frames go to the fail-safe policy.
+    model_attempts: int = Field(default=3, ge=1)
     #: Frames of one partition sent to the model in one handle call (Serve's per-request overhead
     #: is paid once per group). 1 = one call per frame.
     request_group: int = Field(default=4, ge=1, le=64)
@@ -108,6 +120,9 @@ class IngressSettings(_Strict):
     resume_fraction: float = Field(default=0.5, gt=0, le=1)
     poll_timeout_ms: int = Field(default=100, ge=1)
     commit_interval_ms: int = Field(default=200, ge=1)
+    #: How long one offset commit may block the consumer thread (a broker restart); a commit that
+    #: fails is retried at the next interval.
+    commit_timeout_ms: int = Field(default=5_000, ge=100)
     #: Sink flush: at most this many results, or after this many ms from the first one.
     sink_flush_max: int = Field(default=64, ge=1)
     sink_flush_interval_ms: float = Field(default=5.0, ge=0)
@@ -144,6 +159,11 @@ class DeadlineSettings(_Strict):
     default_deadline_ms: int | None = Field(default=None, ge=1)
     #: Time kept in reserve for the sinks: the model must answer by deadline - margin.
     sink_margin_ms: float = Field(default=5.0, ge=0)
+    #: How long a frame *without* a deadline may wait for the model before the fail-safe policy.
+    default_bound_ms: int = Field(default=30_000, ge=1)
+    #: What a frame the model failed on (error, non-finite score, no answer within the bound)
+    #: becomes: ``reject`` (fail-safe, the default) or ``pass`` (flagged; commissioning only).
+    failsafe_policy: Literal["reject", "pass"] = "reject"
 
 
 class RecipeSettings(_Strict):
@@ -164,8 +184,48 @@ class TopicSettings(_Strict):
 class RedisSinkSettings(_Strict):
     result_ttl_s: int = Field(default=24 * 3600, ge=1)
     stream_maxlen: int = Field(default=10_000, ge=1)
+    #: Streams expire this long after their last entry.
+    stream_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     #: TTL of the per-item reject claim (idempotency key); longer than any redelivery delay.
     reject_claim_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    #: The reject/dead-letter producer's ``delivery_timeout_ms``: the final outcome of a send is
+    #: known within this (then it is waited for, never abandoned).
+    delivery_timeout_ms: int = Field(default=15_000, ge=1000)
+    #: Another sender's ``pending`` reject claim older than this is taken over (its sender died);
+    #: must exceed the delivery timeout, so a live sender's claim is never taken.
+    reject_takeover_s: float = Field(default=45.0, gt=0)
+    #: Backoff between flush retries while a sink fails (doubling up to the maximum).
+    retry_backoff_max_s: float = Field(default=2.0, gt=0)
+    #: Health turns red when the sinks have failed for this long.
+    unhealthy_after_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _takeover_outlasts_a_send(self) -> RedisSinkSettings:
+        if self.reject_takeover_s * 1000 <= self.delivery_timeout_ms + 5000:
+            raise ValueError(
+                f"reject_takeover_s ({self.reject_takeover_s}) must exceed delivery_timeout_ms "
+                f"({self.delivery_timeout_ms}) by 5 s: a live sender's claim must never be taken over"
+            )
+        return self
+
+
+class ReplaySettings(_Strict):
+    """Frames with a ``replay_of`` header (``grdline replay``)."""
+
+    #: Their results go under ``{redis.key_prefix}:{namespace}`` (never the live results).
+    namespace: str = Field(default="replay", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    #: Send reject commands for replayed frames (claimed per item like live ones). Off: replays
+    #: never actuate.
+    actuate: bool = False
+
+
+class LimitSettings(_Strict):
+    """Bounds on what grows with the input."""
+
+    #: ROI masks cached (least recently used dropped beyond).
+    roi_cache_size: int = Field(default=64, ge=1)
+    #: Distinct (line, camera) label pairs per metric; later ones are recorded as ``other``.
+    metric_label_values: int = Field(default=256, ge=1)
 
 
 class ServeAppConfig(_Strict):
@@ -185,6 +245,8 @@ class ServeAppConfig(_Strict):
     default_recipe: RecipeSettings = Field(default_factory=RecipeSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     sink: RedisSinkSettings = Field(default_factory=RedisSinkSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
 

@@ -7,19 +7,35 @@ loop never touches it. The thread:
 1. commits, every ``commit_interval_ms``, the contiguous watermark of each partition
    (:class:`~inference.offsets.OffsetTracker`) — offsets are marked complete by the ingress only
    after the sinks confirmed, so a commit never covers a frame whose result is not stored;
-2. applies backpressure: when the in-flight frames reach ``inflight_window`` it pauses every
-   assigned partition (and keeps polling, so group membership stays alive) and resumes once they
-   fall to ``resume_fraction`` of the window; ``max_records`` never overshoots the window;
+2. applies backpressure: when the in-flight frames reach ``inflight_window`` (or their bytes
+   ``inflight_max_bytes``) it pauses every assigned partition (and keeps polling, so group
+   membership stays alive) and resumes once they fall to ``resume_fraction`` of the window;
+   ``max_records`` never overshoots the frame window;
 3. polls, decodes and validates each record (``ingest.contract.decode_frame``) — decoding here keeps
-   CPU work off the event loop — and hands the batch to the ingress through ``deliver``;
+   CPU work off the event loop — looks up which frames already have a result (redelivery), and
+   hands the batch to the ingress through ``deliver``;
 4. reports consumer lag (``highwater - position``) per partition about once a second.
+
+Nothing a record carries stops this thread: any exception while reading or decoding one record
+makes it a :class:`PolledFrame` with ``error`` set (dead-lettered by the decision core). An error
+raised by ``poll()`` itself while kafka-python parses a record (a header key that is not UTF-8, a
+corrupt batch) is located through the fetcher's in-line partition records (the partition and the
+``next_fetch_offset`` it failed at — kafka-python keeps no public handle on it); the consumer seeks
+past that offset and hands over a stub frame (no value, no headers) carrying the error, so the bad
+record is dead-lettered and the partition goes on. A poll error that cannot be located (connection
+trouble, a broker restart) is retried with backoff. Commit errors (a broker restart, a rebalance)
+are logged and retried at the next interval, never fatal; the loop records when it last went round
+(``last_loop``) for the health check.
 
 Rebalances (ingress replicas added or removed, or a replica dies): on revoke the listener waits up
 to ``revoke_drain_timeout_s`` (at most half the session timeout: the listener holds kafka-python's
 IO loop, heartbeats included) for the revoked partitions' in-flight frames to complete, then drops
 them from the tracker (later completions of theirs are ignored) and commits their final
-watermark. Whatever was not committed is redelivered to the new owner and the
-sinks are idempotent, so nothing is lost and no item is rejected twice.
+watermark. Whatever was not committed is redelivered to the new owner and the sinks are
+idempotent. When a partition with dropped frames is assigned back to this same member,
+kafka-python keeps its fetch position (past the dropped frames), so the listener seeks it back to
+the watermark: nothing is skipped. Shutdown drains (bounded) and commits only the contiguous
+watermark, so what it dropped is re-read by the next owner.
 """
 
 from __future__ import annotations
@@ -57,6 +73,35 @@ class PolledFrame:
     meta: Any = None  # ingest.contract.FrameMeta
     image: np.ndarray | None = None
     error: BaseException | None = None
+    existing: Any = None  # inference.contracts.Result already stored for this frame (redelivery)
+
+
+#: Consecutive failed loop iterations (each followed by a backoff) before the thread gives up and
+#: health turns red so Serve replaces the replica.
+_MAX_LOOP_ERRORS = 60
+
+
+def locate_poll_failure(consumer: Any) -> tuple[Any, int] | None:
+    """The (partition, offset) at which kafka-python's fetcher failed to parse a record, or None.
+
+    kafka-python 3 parses records lazily inside ``poll``; when parsing raises, its
+    ``_next_partition_records`` is left on the failing partition with ``next_fetch_offset`` at the
+    record that failed (the one after the last record returned) and the consumer's position there."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    part = getattr(fetcher, "_next_partition_records", None)
+    if part is None:
+        meta = getattr(fetcher, "_next_in_line_exception_metadata", None)
+        if meta is not None and meta.partition is not None and meta.fetched_offset is not None:
+            return meta.partition, int(meta.fetched_offset)
+        return None
+    tp, off = getattr(part, "topic_partition", None), getattr(part, "next_fetch_offset", None)
+    if tp is None or off is None:
+        return None
+    try:
+        position = consumer.position(tp)
+    except Exception:  # noqa: BLE001 - cannot confirm: do not skip anything
+        return None
+    return (tp, int(off)) if position == off else None
 
 
 class FrameConsumer(threading.Thread):
@@ -68,12 +113,21 @@ class FrameConsumer(threading.Thread):
         tracker: OffsetTracker,
         deliver: Callable[[list[PolledFrame]], None],
         on_lag: Callable[[dict[int, int]], None] | None = None,
+        lookup: Callable[[list[tuple[str, str]]], dict[tuple[str, str], Any]] | None = None,
+        prefix_of: Callable[[Any], str] | None = None,
     ):
         super().__init__(name="grdline-consumer", daemon=True)
         self._cfg = cfg
         self._tracker = tracker
         self._deliver = deliver
         self._on_lag = on_lag
+        self._lookup = lookup
+        self._prefix_of = prefix_of
+        self._seek_back: dict[Any, int] = {}
+        self.last_loop = time.monotonic()
+        self.poll_errors = 0
+        self.skipped = 0
+        self.commit_errors = 0
         self._stop_evt = threading.Event()
         self.ready = threading.Event()  # set once subscribed
         self.error: BaseException | None = None
@@ -122,40 +176,84 @@ class FrameConsumer(threading.Thread):
 
     # --- main loop ------------------------------------------------------------------------------
     def _loop(self) -> None:
+        errors = 0
+        state = {"next_commit": time.monotonic(), "next_lag": time.monotonic(),
+                 "unassigned_since": time.monotonic(), "next_warn": time.monotonic()}
+        while not self._stop_evt.is_set():
+            self.last_loop = time.monotonic()
+            try:
+                self._step(state)
+                errors = 0
+            except Exception:  # noqa: BLE001 - one bad iteration never kills the line
+                errors += 1
+                log.exception("consumer loop iteration failed (%d in a row)", errors)
+                if errors >= _MAX_LOOP_ERRORS:
+                    raise
+                self._stop_evt.wait(min(0.1 * errors, 2.0))
+
+    def _step(self, state: dict[str, float]) -> None:
         c = self._cfg.ingress
         window = c.inflight_window
         resume_at = max(0, int(window * c.resume_fraction))
-        next_commit = time.monotonic()
-        next_lag = time.monotonic()
-        unassigned_since = next_warn = time.monotonic()
-        while not self._stop_evt.is_set():
-            now = time.monotonic()
-            if self._tracker.partitions():
-                unassigned_since = now
-            elif now - unassigned_since >= c.unassigned_warn_s and now >= next_warn:
-                log.warning(
-                    "no partitions of %s assigned for %.0f s (group %s): a stalled join, or more "
-                    "ingress replicas than partitions", self._cfg.topics.frames, now - unassigned_since, c.group_id,
-                )
-                next_warn = now + c.unassigned_warn_s
-            if now >= next_commit:
-                self.commit()
-                next_commit = now + c.commit_interval_ms / 1000.0
-            if self._on_lag is not None and now >= next_lag:
-                self._report_lag()
-                next_lag = now + 1.0
-            inflight = self._tracker.in_flight()
-            if inflight >= window:
-                self._pause()
-            elif self.paused and inflight <= resume_at:
-                self._resume()
-            if self.paused:
-                self._pause()  # partitions assigned by a rebalance start unpaused
-                self._consumer.poll(timeout_ms=10, max_records=1)
-                continue
-            batch = self._consumer.poll(timeout_ms=c.poll_timeout_ms, max_records=window - inflight)
-            if batch:
-                self._hand_over(batch)
+        resume_bytes = int(c.inflight_max_bytes * c.resume_fraction)
+        now = time.monotonic()
+        if self._tracker.partitions():
+            state["unassigned_since"] = now
+        elif now - state["unassigned_since"] >= c.unassigned_warn_s and now >= state["next_warn"]:
+            log.warning(
+                "no partitions of %s assigned for %.0f s (group %s): a stalled join, or more "
+                "ingress replicas than partitions", self._cfg.topics.frames, now - state["unassigned_since"],
+                c.group_id,
+            )
+            state["next_warn"] = now + c.unassigned_warn_s
+        if now >= state["next_commit"]:
+            state["next_commit"] = now + c.commit_interval_ms / 1000.0
+            self.commit()
+        if self._on_lag is not None and now >= state["next_lag"]:
+            state["next_lag"] = now + 1.0
+            self._report_lag()
+        inflight = self._tracker.in_flight()
+        nbytes = self._tracker.in_flight_bytes()
+        if inflight >= window or nbytes >= c.inflight_max_bytes:
+            self._pause()
+        elif self.paused and inflight <= resume_at and nbytes <= resume_bytes:
+            self._resume()
+        if self.paused:
+            self._pause()  # partitions assigned by a rebalance start unpaused
+            self._poll(10, 1)
+            return
+        self._poll(c.poll_timeout_ms, window - inflight)
+
+    def _poll(self, timeout_ms: int, max_records: int) -> None:
+        """One ``poll``; a record kafka-python cannot parse is skipped and handed over as a stub."""
+        from kafka.errors import CorruptRecordError, KafkaError
+
+        try:
+            batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=max(1, max_records))
+        except Exception as exc:  # noqa: BLE001 - see the module doc
+            self.poll_errors += 1
+            # a record the client cannot parse raises a plain Python error (UnicodeDecodeError,
+            # ValueError...) or CorruptRecordError; other Kafka errors are the connection's
+            parse_error = isinstance(exc, CorruptRecordError) or not isinstance(exc, KafkaError)
+            where = locate_poll_failure(self._consumer) if parse_error else None
+            if where is None:
+                log.warning("poll failed (%r); retrying", exc)
+                self._stop_evt.wait(min(0.05 * self.poll_errors, 1.0))
+                return
+            tp, offset = where
+            log.error("record %s[%d]@%d cannot be read by the client (%r): dead-lettered, skipped",
+                      tp.topic, tp.partition, offset, exc)
+            self._consumer.seek(tp, offset + 1)
+            self.skipped += 1
+            ticket = self._tracker.add(tp, offset)
+            self._deliver([PolledFrame(
+                ticket=ticket, topic=tp.topic, partition=tp.partition, offset=offset, key=None, value=b"",
+                headers=[], received_at=time.time(), decode_s=0.0,
+                error=_UnreadableRecord(f"record unreadable by the Kafka client: {type(exc).__name__}: {exc}"),
+            )])
+            return
+        if batch:
+            self._hand_over(batch)
 
     def _hand_over(self, batch: dict[Any, list[Any]]) -> None:
         from ingest.contract import decode_frame
@@ -165,24 +263,47 @@ class FrameConsumer(threading.Thread):
         out: list[PolledFrame] = []
         for tp, records in batch.items():
             for rec in records:
-                ticket = self._tracker.add(tp, rec.offset)
-                headers = [(k, v if v is not None else b"") for k, v in (rec.headers or [])]
-                value = rec.value if rec.value is not None else b""
+                value = rec.value if isinstance(rec.value, bytes | bytearray) else b""
+                ticket = self._tracker.add(tp, rec.offset, len(value))
                 t0 = time.perf_counter()
                 meta = image = err = None
+                headers: list[tuple[str, bytes]] = []
                 try:
+                    headers = [(str(k), bytes(v) if v is not None else b"") for k, v in (rec.headers or [])]
                     meta, image = decode_frame(rec.value, headers)
                 except FrameError as exc:  # a bad frame is data, not a failure: dead-lettered
+                    err = exc
+                except Exception as exc:  # noqa: BLE001 - whatever else a record triggers: dead-lettered too
+                    log.warning("record %s[%d]@%d failed to decode unexpectedly: %r",
+                                tp.topic, tp.partition, rec.offset, exc)
                     err = exc
                 out.append(
                     PolledFrame(
                         ticket=ticket, topic=tp.topic, partition=tp.partition, offset=rec.offset,
-                        key=rec.key, value=value, headers=headers, received_at=received,
-                        decode_s=time.perf_counter() - t0, meta=meta, image=image, error=err,
+                        key=rec.key if isinstance(rec.key, bytes) else None, value=bytes(value), headers=headers,
+                        received_at=received, decode_s=time.perf_counter() - t0, meta=meta, image=image, error=err,
                     )
                 )
+        self._attach_existing(out)
         self.polled += len(out)
         self._deliver(out)
+
+    def _attach_existing(self, frames: list[PolledFrame]) -> None:
+        """Mark the frames that already have a result (redelivery): not decided again."""
+        if self._lookup is None or self._prefix_of is None:
+            return
+        keys = {}
+        for f in frames:
+            if f.meta is not None:
+                try:
+                    keys[id(f)] = (self._prefix_of(f.meta), f.meta.frame_id)
+                except Exception as exc:  # noqa: BLE001 - no lookup for this one: decided normally
+                    log.warning("no result lookup for %s[%d]@%d: %r", f.topic, f.partition, f.offset, exc)
+        found = self._lookup(list(dict.fromkeys(keys.values())))
+        for f in frames:
+            k = keys.get(id(f))
+            if k is not None and k in found:
+                f.existing = found[k]
 
     def _pause(self) -> None:
         parts = self._consumer.assignment()
@@ -205,22 +326,31 @@ class FrameConsumer(threading.Thread):
         if not offsets:
             return
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+            self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
+                                  timeout_ms=self._cfg.ingress.commit_timeout_ms)
         except (CommitFailedError, RebalanceInProgressError) as exc:
             # the group moved on: these partitions are being reassigned; their uncommitted frames
             # are redelivered to the new owner (idempotent sinks) — nothing to retry here
             log.warning("commit of %s failed during a rebalance: %r", offsets, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - broker restart, coordinator moved: retried next interval
+            self.commit_errors += 1
+            log.warning("commit of %s failed (%r); retried at the next interval", offsets, exc)
             return
         self._tracker.mark_committed(offsets)
         self.commits += 1
 
     def _report_lag(self) -> None:
         lag: dict[int, int] = {}
-        for tp in self._consumer.assignment():
-            hw = self._consumer.highwater(tp)
-            if hw is None:
-                continue
-            lag[tp.partition] = max(0, hw - self._consumer.position(tp))
+        try:
+            for tp in self._consumer.assignment():
+                hw = self._consumer.highwater(tp)
+                if hw is None:
+                    continue
+                lag[tp.partition] = max(0, hw - self._consumer.position(tp, timeout_ms=1000))
+        except Exception as exc:  # noqa: BLE001 - lag is a metric: skip this round
+            log.debug("lag report skipped: %r", exc)
+            return
         self._on_lag(lag)
 
     def _shutdown(self) -> None:
@@ -230,6 +360,10 @@ class FrameConsumer(threading.Thread):
             time.sleep(0.01)
         self.commit()
         self._consumer.close(autocommit=False)
+
+
+class _UnreadableRecord(RuntimeError):
+    """A record the Kafka client raised on while parsing it (dead-lettered as a stub)."""
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -252,8 +386,12 @@ class _Listener(ConsumerRebalanceListener):
         while owner._tracker.in_flight(revoked) > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         left = owner._tracker.in_flight(revoked)
+        marks = owner._tracker.watermarks(revoked)
         final = owner._tracker.revoke(revoked)
         if left:
+            # if one of these comes back to this member, kafka-python keeps its position past
+            # the dropped frames: on_partitions_assigned seeks it back to this watermark
+            owner._seek_back.update({tp: marks[tp] for tp in revoked if tp in marks})
             log.warning("revoked %s with %d frame(s) still in flight: they will be redelivered", revoked, left)
         if final:
             # a blocking commit is not allowed on the IO thread; the async one is sent before the
@@ -262,7 +400,14 @@ class _Listener(ConsumerRebalanceListener):
         log.info("partitions revoked: %s (final commit %s)", revoked, final)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self._owner._tracker.assign(list(assigned))
+        owner = self._owner
+        assigned = list(assigned)
+        owner._tracker.assign(assigned)
+        back, owner._seek_back = owner._seek_back, {}
+        for tp in assigned:
+            if tp in back:
+                owner._consumer.seek(tp, back[tp])
+                log.info("partition %s re-assigned to this member: sought back to %d", tp, back[tp])
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
 
     def on_partitions_lost(self, lost: Any) -> None:

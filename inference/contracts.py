@@ -8,6 +8,8 @@ Both cross process boundaries, so both are pydantic models with ``extra="forbid"
   ROI-filtered). TTL from config.
 * ``{prefix}:stream:{line_id}`` — capped stream, one entry per decision (the hash without the mask).
 * ``{prefix}:rejected:{item_id}`` — the reject idempotency claim (see :mod:`inference.sinks`).
+* replayed frames (``replay_of`` set) are decided into ``{prefix}:{replay namespace}`` instead
+  (:func:`results_prefix`): ``{prefix}:replay:result:{frame_id}``, ``{prefix}:replay:stream:{line}``.
 
 A reject command is JSON on the rejects topic, keyed by item id, so all commands of one item land
 in one partition and a compacted topic keeps one per item.
@@ -28,11 +30,20 @@ SCHEMA_VERSION = 1
 #: Hash fields that hold JSON.
 _JSON_FIELDS = ("boxes", "timings_ms")
 #: Fields that may be None (stored as the empty string).
-_NULLABLE = ("score", "deadline_at", "threshold", "late_policy")
+_NULLABLE = ("score", "deadline_at", "threshold", "late_policy", "failsafe", "replay_of")
+
+#: Why a frame was decided without a model verdict (``Result.failsafe``).
+Failsafe = Literal["late", "model_failure", "timeout"]
 
 
 def result_key(prefix: str, frame_id: str) -> str:
     return f"{prefix}:result:{frame_id}"
+
+
+def results_prefix(prefix: str, replay_namespace: str | None) -> str:
+    """Where a frame's result and stream entry go: ``prefix`` for live frames,
+    ``{prefix}:{replay_namespace}`` for replayed ones."""
+    return prefix if replay_namespace is None else f"{prefix}:{replay_namespace}"
 
 
 def stream_key(prefix: str, line_id: str) -> str:
@@ -71,7 +82,9 @@ class Timings(BaseModel):
 
 class Result(BaseModel):
     """The decision on one frame. ``decision`` True = defective (reject). ``score`` is None when
-    the model did not answer in time (``late``); then ``decision`` follows ``late_policy``."""
+    the model gave no verdict; then ``failsafe`` says why (``late``: past the deadline;
+    ``model_failure``: the model raised or scored a non-finite value; ``timeout``: no answer within
+    the default bound) and ``decision`` follows ``late_policy`` (the late or fail-safe policy)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -88,6 +101,8 @@ class Result(BaseModel):
     decision: bool
     late: bool = False
     late_policy: Literal["reject", "pass"] | None = None
+    failsafe: Failsafe | None = None
+    replay_of: str | None = None
     threshold: float | None = None
     model_version: str = ""
     roi_id: str
@@ -137,33 +152,42 @@ class Result(BaseModel):
 
 
 class RejectCommand(BaseModel):
-    """Tell the actuator to reject one physical item. One per item, keyed by ``item_id``."""
+    """Tell the actuator to reject one physical item. One per item, keyed by ``item_id``.
+
+    De-duplication for the consumer: ``command_id`` (``{line_id}/{item_id}``) is the same for
+    every command about one item — the claim in Redis makes a second one rare (a crash between
+    the broker ack and the ``sent`` mark), and an actuator that remembers the ids it acted on
+    absorbs even that. ``frame_id`` names the frame that decided."""
 
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
+    command_id: str = ""
     item_id: str
     line_id: str
     camera_id: str
     frame_id: str
     score: float | None
-    reason: Literal["defect", "late"]
+    reason: Literal["defect", "late", "model_failure", "timeout"]
     captured_at: datetime
     decided_at: datetime
     deadline_at: datetime | None = None
+    replay_of: str | None = None
 
     @classmethod
     def from_result(cls, r: Result) -> RejectCommand:
         return cls(
+            command_id=f"{r.line_id}/{r.item_id}",
             item_id=r.item_id,
             line_id=r.line_id,
             camera_id=r.camera_id,
             frame_id=r.frame_id,
             score=r.score,
-            reason="late" if r.late else "defect",
+            reason=r.failsafe or ("late" if r.late else "defect"),
             captured_at=r.captured_at,
             decided_at=r.decided_at,
             deadline_at=r.deadline_at,
+            replay_of=r.replay_of,
         )
 
     def to_kafka(self) -> tuple[bytes, bytes]:

@@ -10,6 +10,11 @@ budget (or whose budget is already gone when it is received) is **late** and fol
 * ``pass``: the item passes, the result is flagged ``late`` for review.
 
 Either way the frame is counted (``grdline_frames_late_total``) and its result says ``late=1``.
+
+Arithmetic never raises: a capture time so close to the ends of the calendar (year 1 or 9999) that
+its deadline cannot be represented raises :class:`DeadlineError` (a ``ValueError`` the decision
+core turns into a dead letter, stage ``validate``) — never an ``OverflowError`` escaping into the
+event loop.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from typing import Literal
 LatePolicy = Literal["reject", "pass"]
 
 
+class DeadlineError(ValueError):
+    """A deadline that cannot be computed (capture time at the edge of the calendar)."""
+
+
 def deadline_at(
     captured_at: datetime,
     header_ms: int | None,
@@ -30,7 +39,10 @@ def deadline_at(
     """When the decision stops being useful, or None when no deadline applies."""
     for ms in (header_ms, recipe_ms, default_ms):
         if ms is not None:
-            return captured_at + timedelta(milliseconds=ms)
+            try:
+                return captured_at + timedelta(milliseconds=ms)
+            except (OverflowError, ValueError) as exc:
+                raise DeadlineError(f"captured_at {captured_at.isoformat()} + {ms} ms is out of range") from exc
     return None
 
 
@@ -38,7 +50,10 @@ def budget_s(deadline: datetime | None, now: datetime, margin_ms: float) -> floa
     """Seconds the model may take (None = unbounded); <= 0 means already late."""
     if deadline is None:
         return None
-    return (deadline - now).total_seconds() - margin_ms / 1000.0
+    try:
+        return (deadline - now).total_seconds() - margin_ms / 1000.0
+    except (OverflowError, ValueError):
+        return 0.0  # unrepresentable: treated as already late
 
 
 @dataclass(frozen=True)

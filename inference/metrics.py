@@ -7,7 +7,9 @@ appends ``_total`` to counters and ``_bucket``/``_sum``/``_count`` to histograms
 :func:`prometheus_name` gives the name as scraped, which is what ``dashboards/`` queries.
 
 Labels are the line and camera (plus a small fixed ``stage`` set, or the partition for lag);
-never a frame or item id.
+never a frame or item id. Their values come from the frames, so :class:`LabelCap` bounds them: the
+first ``limits.metric_label_values`` (line, camera) pairs keep their names, later ones are recorded
+as ``other``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ FRAMES_DEFECTIVE = "grdline_frames_defective"
 ITEMS_REJECTED = "grdline_items_rejected"
 FRAMES_LATE = "grdline_frames_late"
 FRAMES_DEAD_LETTERED = "grdline_frames_dead_lettered"
+FRAMES_FAILSAFE = "grdline_frames_failsafe"
+FRAMES_REDELIVERED = "grdline_frames_redelivered"
 E2E_LATENCY = "grdline_e2e_latency_seconds"
 STAGE_LATENCY = "grdline_stage_latency_seconds"
 MODEL_LATENCY = "grdline_model_latency_seconds"
@@ -40,6 +44,10 @@ INFLIGHT_FRAMES = "grdline_inflight_frames"
 STAGES = ("queue", "decode", "wait", "model", "sinks")
 #: Values of the ``stage`` label of :data:`FRAMES_DEAD_LETTERED`.
 DLQ_STAGES = (STAGE_DECODE, STAGE_VALIDATE, STAGE_INFERENCE)
+#: Values of the ``reason`` label of :data:`FRAMES_FAILSAFE` (``Result.failsafe``).
+FAILSAFE_REASONS = ("late", "model_failure", "timeout")
+#: Label value for line/camera pairs beyond :class:`LabelCap`'s limit.
+OTHER_LABEL = "other"
 
 LATENCY_BUCKETS_S = [
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
@@ -68,6 +76,15 @@ SPECS: tuple[MetricSpec, ...] = (
         FRAMES_DEAD_LETTERED, "counter", "Frames sent to the dead-letter topic.",
         ("line", "camera", "stage"),
     ),
+    MetricSpec(
+        FRAMES_FAILSAFE, "counter",
+        "Frames decided without a model verdict (late, model failure, timeout) by the fail-safe policy.",
+        ("line", "camera", "reason"),
+    ),
+    MetricSpec(
+        FRAMES_REDELIVERED, "counter", "Frames polled again that already had a result (not re-decided).",
+        ("line", "camera"),
+    ),
     MetricSpec(E2E_LATENCY, "histogram", "Capture to decision, seconds.", ("line", "camera")),
     MetricSpec(
         STAGE_LATENCY, "histogram", "Per-stage latency (queue, decode, wait, model, sinks), seconds.",
@@ -94,6 +111,24 @@ def prometheus_series(name: str) -> tuple[str, ...]:
     if SPEC_BY_NAME[name].kind == "histogram":
         return (base + "_bucket", base + "_sum", base + "_count")
     return (base,)
+
+
+class LabelCap:
+    """Bounded label values: the first ``limit`` (line, camera) pairs seen keep their names, later
+    ones become :data:`OTHER_LABEL` (so a flood of odd camera ids cannot grow Prometheus series)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[tuple[str, str]] = set()
+
+    def tags(self, line: str, camera: str) -> dict[str, str]:
+        pair = (line, camera)
+        if pair in self._seen:
+            return {"line": line, "camera": camera}
+        if len(self._seen) < self._limit:
+            self._seen.add(pair)
+            return {"line": line, "camera": camera}
+        return {"line": OTHER_LABEL, "camera": OTHER_LABEL}
 
 
 class Recorders:
@@ -164,6 +199,7 @@ class Recorders:
 
 INGRESS_METRICS = (
     FRAMES_CONSUMED, FRAMES_INSPECTED, FRAMES_DEFECTIVE, ITEMS_REJECTED, FRAMES_LATE,
-    FRAMES_DEAD_LETTERED, E2E_LATENCY, STAGE_LATENCY, CONSUMER_LAG, INFLIGHT_FRAMES,
+    FRAMES_DEAD_LETTERED, FRAMES_FAILSAFE, FRAMES_REDELIVERED, E2E_LATENCY, STAGE_LATENCY,
+    CONSUMER_LAG, INFLIGHT_FRAMES,
 )
 MODEL_METRICS = (MODEL_LATENCY, BATCH_SIZE)

@@ -17,8 +17,11 @@
   free. At low load a batch still leaves after ``batch_wait_timeout_s``; under load every batch is
   full. ``max_ongoing_requests`` (config) admits a running batch plus ``queue_batches`` more.
 * One bad item never fails a batch: when a batch raises, its items are retried one by one and only
-  the failing ones come back as :class:`ModelFailure` (the ingress dead-letters them, stage
-  ``model``).
+  the failing ones come back as :class:`ModelFailure`; the ingress decides them by the fail-safe
+  policy (a reject, marked ``failsafe=model_failure``), never as a pass.
+* A non-finite score (NaN/inf: an fp16 overflow, corrupt weights) is a :class:`ModelFailure`, never
+  a verdict. :meth:`GRDNetModel.check_health` fails after ``unhealthy_after_failures`` consecutive
+  batches that raised or scored non-finite, so Serve replaces the replica.
 """
 
 from __future__ import annotations
@@ -28,55 +31,23 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from ray import serve
 
 from inference.config import ModelTuning, ServeAppConfig
-from inference.contracts import Box, mask_regions, mask_to_png
+from inference.contracts import mask_regions, mask_to_png
 from inference.logs import configure_replica_logging
+from inference.messages import ModelFailure, ModelReply, ModelRequest
 from inference.metrics import BATCH_SIZE, MODEL_LATENCY, MODEL_METRICS, Recorders
+
+__all__ = ["GRDNetModel", "ModelFailure", "ModelReply", "ModelRequest", "load_predictor", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
 #: Serve batches that may be waiting on the runner at once (they only enqueue; see module doc).
 _SERVE_CONCURRENT_BATCHES = 8
-
-
-@dataclass
-class ModelRequest:
-    """One frame for the model. ``image`` uint8 ``(H, W[, C])``; ``roi`` bool ``(H, W)`` or None."""
-
-    frame_id: str
-    image: np.ndarray
-    roi: np.ndarray | None = None
-
-
-@dataclass
-class ModelReply:
-    """The model's answer for one frame (mask already PNG-encoded at frame resolution)."""
-
-    score: float
-    decision: bool
-    threshold: float
-    model_version: str
-    mask_png: bytes
-    defect_area: int
-    boxes: list[Box] = field(default_factory=list)
-    batch_size: int = 1
-    batch_started: float = 0.0  # wall clock (time.time()) when the batch's predict began
-    model_s: float = 0.0
-
-
-@dataclass
-class ModelFailure:
-    """The model could not process this one frame."""
-
-    frame_id: str
-    reason: str
-    error_type: str
 
 
 def load_predictor(cfg: ServeAppConfig, device: str) -> Any:
@@ -119,6 +90,8 @@ class GRDNetModel:
         self._queue: deque[tuple[ModelRequest, asyncio.Future]] = deque()
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task | None = None
+        self._bad_batches = 0  # consecutive batches that failed or scored non-finite
+        self._last_problem = ""
         self._apply(cfg.tuning)
         log.info("GRDNetModel loaded: version %s on %s", self._predictor.version, self.device)
 
@@ -161,11 +134,15 @@ class GRDNetModel:
         version = str(self._predictor.version)
         replies: list[ModelReply | ModelFailure] = []
         for i in range(len(reqs)):
+            score = float(out.scores[i])
+            if not np.isfinite(score):
+                replies.append(ModelFailure(reqs[i].frame_id, f"non-finite score {score}", "NonFiniteScore"))
+                continue
             mask = out.masks[i]
             area, boxes = mask_regions(mask)
             replies.append(
                 ModelReply(
-                    score=float(out.scores[i]),
+                    score=score,
                     decision=bool(out.decisions[i]),
                     threshold=threshold,
                     model_version=version,
@@ -212,6 +189,8 @@ class GRDNetModel:
                 replies = await loop.run_in_executor(self._executor, self._predict_batch, [r for r, _ in live])
             except Exception as exc:  # noqa: BLE001 - a bug, not a bad item: fail these callers, keep serving
                 log.exception("model runner failed on a batch of %d", len(live))
+                self._bad_batches += 1
+                self._last_problem = repr(exc)
                 for _, f in live:
                     if not f.done():
                         f.set_exception(exc)
@@ -220,9 +199,23 @@ class GRDNetModel:
             self._metrics.observe(BATCH_SIZE, len(live))
             self._batches += 1
             self._frames += len(live)
+            failures = [r for r in replies if isinstance(r, ModelFailure)]
+            if failures and len(failures) == len(replies):
+                self._bad_batches += 1
+                self._last_problem = failures[0].reason
+            elif any(r.error_type == "NonFiniteScore" for r in failures):
+                self._bad_batches += 1
+                self._last_problem = "non-finite scores"
+            else:
+                self._bad_batches = 0
             for (_, f), reply in zip(live, replies, strict=True):
                 if not f.done():
                     f.set_result(reply)
+
+    def check_health(self) -> None:
+        """Serve's health check: fails after repeated failed or non-finite batches."""
+        if self._bad_batches >= self._cfg.model.unhealthy_after_failures:
+            raise RuntimeError(f"{self._bad_batches} consecutive bad batches; last: {self._last_problem}")
 
     def stats(self) -> dict[str, Any]:
         """Counters of this replica (tests and benchmarks)."""
@@ -236,6 +229,7 @@ class GRDNetModel:
             "tuning": self._tuning.model_dump(),
             "threshold": float(self._predictor.threshold),
             "version": str(self._predictor.version),
+            "bad_batches": self._bad_batches,
         }
 
     async def __call__(self, request: Any) -> dict[str, Any]:

@@ -12,6 +12,10 @@ Rebalances: :meth:`OffsetTracker.assign` starts a fresh *epoch* for a partition,
 the same partition), completions of old tickets are ignored — the new owner re-reads those frames
 from the last commit, and the sinks are idempotent.
 
+Each outstanding offset also carries its size in bytes and when it was polled, so the consumer
+bounds the in-flight window in bytes as well as frames (:meth:`OffsetTracker.in_flight_bytes`) and
+health can see a frame stuck in flight (:meth:`OffsetTracker.oldest_age_s`).
+
 Thread-safe: the consumer thread adds/commits, the event loop completes.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+import time
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -40,6 +45,8 @@ class _Partition:
     heap: list[int] = field(default_factory=list)  # outstanding offsets (some may be done)
     outstanding: set[int] = field(default_factory=set)
     done: set[int] = field(default_factory=set)
+    #: offset -> (monotonic time polled, bytes) for offsets polled and not completed
+    live: dict[int, tuple[float, int]] = field(default_factory=dict)
 
     def watermark(self) -> int | None:
         while self.heap and self.heap[0] in self.done:
@@ -72,8 +79,8 @@ class OffsetTracker:
                     self._epoch += 1
                     self._parts[tp] = _Partition(epoch=self._epoch)
 
-    def add(self, partition: Hashable, offset: int) -> Ticket:
-        """Record that ``offset`` was polled and is now in flight."""
+    def add(self, partition: Hashable, offset: int, nbytes: int = 0, now: float | None = None) -> Ticket:
+        """Record that ``offset`` (``nbytes`` of record) was polled and is now in flight."""
         with self._lock:
             p = self._parts.get(partition)
             if p is None:
@@ -87,6 +94,7 @@ class OffsetTracker:
                 heapq.heappush(p.heap, offset)
             if p.high is None or offset + 1 > p.high:
                 p.high = offset + 1
+            p.live[offset] = (time.monotonic() if now is None else now, nbytes)
             return Ticket(partition, offset, p.epoch)
 
     def complete(self, ticket: Ticket) -> bool:
@@ -97,6 +105,7 @@ class OffsetTracker:
                 self.stale_completions += 1
                 return False
             p.done.add(ticket.offset)
+            p.live.pop(ticket.offset, None)
             return True
 
     def is_current(self, ticket: Ticket) -> bool:
@@ -142,6 +151,34 @@ class OffsetTracker:
         with self._lock:
             keys = self._parts.keys() if partitions is None else partitions
             return sum(self._parts[tp].in_flight() for tp in keys if tp in self._parts)
+
+    def watermarks(self, partitions: Iterable[Hashable]) -> dict[Hashable, int]:
+        """The next offset to read again for each tracked partition: its lowest offset not
+        completed (or one past the highest polled). Where a re-assigned partition is sought back."""
+        with self._lock:
+            out = {}
+            for tp in partitions:
+                p = self._parts.get(tp)
+                if p is None:
+                    continue
+                wm = p.watermark()
+                if wm is None:
+                    wm = p.committed
+                if wm is not None:
+                    out[tp] = wm
+            return out
+
+    def in_flight_bytes(self) -> int:
+        """Bytes of the records polled and not completed (every partition)."""
+        with self._lock:
+            return sum(n for p in self._parts.values() for _, n in p.live.values())
+
+    def oldest_age_s(self, now: float | None = None) -> float:
+        """Seconds since the oldest frame still in flight was polled (0 when none)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            oldest = min((t for p in self._parts.values() for t, _ in p.live.values()), default=None)
+        return 0.0 if oldest is None else max(0.0, now - oldest)
 
     def partitions(self) -> list[Hashable]:
         with self._lock:

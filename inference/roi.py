@@ -6,13 +6,14 @@
 * ``none`` — the whole frame (no ROI);
 * anything else — a PNG file, non-zero = ROI, resized (nearest) to the frame.
 
-Masks are cached per (recipe, height, width); the cache is bounded by the recipes and frame sizes
-in use. The ROI id stored with each result says which one was used (``recipe:vials``, ``none``,
+Masks are cached per (recipe, height, width), at most ``limits.roi_cache_size`` of them (least
+recently used dropped first: a stream of odd frame sizes cannot grow memory). The ROI id stored with each result says which one was used (``recipe:vials``, ``none``,
 ``file:<name>``).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -28,7 +29,8 @@ class RoiError(ValueError):
 class RoiProvider:
     def __init__(self, cfg: ServeAppConfig):
         self._cfg = cfg
-        self._cache: dict[tuple[str, int, int], tuple[np.ndarray | None, str]] = {}
+        self._size = cfg.limits.roi_cache_size
+        self._cache: OrderedDict[tuple[str, int, int], tuple[np.ndarray | None, str]] = OrderedDict()
 
     def get(self, recipe: str, height: int, width: int) -> tuple[np.ndarray | None, str]:
         key = (recipe, height, width)
@@ -36,6 +38,10 @@ class RoiProvider:
         if hit is None:
             hit = self._build(recipe, height, width)
             self._cache[key] = hit
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
         return hit
 
     def _build(self, recipe: str, height: int, width: int) -> tuple[np.ndarray | None, str]:

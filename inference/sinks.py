@@ -1,27 +1,35 @@
 """Where decisions go: Redis (results), the rejects topic (commands), the dead-letter topic.
 
 Every sink has the ``setup() / add(x) / flush() / close()`` life cycle: ``add`` only buffers,
-``flush`` blocks until the backend confirmed everything buffered (Redis pipeline executed, Kafka
-broker acks) or raises. The ingress calls the flushes from a worker thread and commits offsets only
-after they all returned — commit order: sinks → producer acks → offsets.
+``flush`` blocks until the backend confirmed everything buffered (Redis transaction executed, Kafka
+broker acks) or raises, keeping what is left to do. The commit protocol that orders them lives in
+:mod:`inference.checkpoint`.
 
-Reject idempotency: before a command is sent, the item is claimed with
-``SET {prefix}:rejected:{item_id} "{frame_id}|pending|{unix time}" NX EX ttl``; after the broker
-ack the claim becomes ``"{frame_id}|sent"``; a failed send releases the claim (only if still ours)
-and raises, so the batch is retried and nothing is committed. A frame finding a claim:
+Results: one ``MULTI/EXEC`` per flush writes each hash together with its TTL (never a hash without
+one) and appends to the line's capped stream, which expires ``stream_ttl_s`` after its last entry.
 
-* ``…|sent``, or another frame's ``…|pending|…`` → no command: the item is rejected, or another
-  frame of it is being rejected (that frame's offset stays uncommitted until its command is acked,
-  so if its sender dies, its redelivery finishes the job);
-* its own ``frame_id|pending|t`` → the same frame is (or was) being sent elsewhere: a redelivery
-  racing a revoked owner that is still flushing, or an attempt that died between claim and ack.
-  Younger than ``takeover_s``: :class:`ClaimBusy` (retryable; the flush is retried and resolves
-  to "sent" → nothing to do). Older: the attempt is dead; the claim is taken over atomically and
-  the command sent.
+Reject idempotency (exactly one command per item): before a command is sent the item is claimed in
+Redis by :data:`CLAIM_LUA` — one atomic script that reads and writes
+``{prefix}:rejected:{item_id}`` = ``"{frame_id}|pending|{unix time}"`` or ``"{frame_id}|sent"``:
 
-The one window left for a second command is a crash between the broker's ack and the ``sent``
-mark (one Redis round trip). Commands are keyed by item id, so the actuator or a compacted topic
-can absorb even that.
+* no claim → claimed now, ``send``;
+* ``…|sent`` → ``skip`` (the item is rejected already);
+* a ``pending`` claim younger than ``takeover_s`` (any frame) → ``busy``: its sender may still be
+  delivering; the flush is retried and normally finds ``sent``;
+* a ``pending`` claim older than ``takeover_s`` → its sender died between claim and ack: taken over
+  atomically, ``send`` (so no item is left unrejected).
+
+``takeover_s`` exceeds the producer's ``delivery_timeout_ms`` (config validates it), so a live
+sender's claim is never taken. A send is waited for until its *final* outcome: a send whose
+outcome is still unknown stays in flight (its claim kept, nothing committed) and is waited for
+again on the next flush; a send that failed is resent under the **same** claim (refreshed by
+:data:`RENEW_LUA`), never released — so no other frame of the item can send a second, different
+command. After the ack the claim becomes ``sent`` (:data:`MARK_LUA`); a failed mark is retried on
+its own, never by resending.
+
+The one window left for a second command is a send that failed in the producer after the broker
+stored it (or a crash between ack and mark); both repeat the same ``command_id`` for the item, which
+the actuator de-duplicates (:class:`~inference.contracts.RejectCommand`).
 """
 
 from __future__ import annotations
@@ -29,18 +37,52 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from inference.contracts import RejectCommand, Result, reject_claim_key, result_key, stream_key
 
 log = logging.getLogger(__name__)
 
-_RELEASE_LUA = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-_TAKEOVER_LUA = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 else return 0 end"
-)
+#: KEYS[1] claim key; ARGV frame_id, now (unix s), takeover_s, ttl_s -> {verdict, value}
+CLAIM_LUA = """
+local cur = redis.call('GET', KEYS[1])
+local mine = ARGV[1] .. '|pending|' .. ARGV[2]
+if not cur then
+  redis.call('SET', KEYS[1], mine, 'EX', ARGV[4])
+  return {'send', mine}
+end
+local frame, state, stamp = string.match(cur, '^([^|]*)|([^|]*)|?(.*)$')
+if state == 'sent' then
+  return {'skip', cur}
+end
+local age = tonumber(ARGV[2]) - (tonumber(stamp) or 0)
+if age >= tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], mine, 'EX', ARGV[4])
+  return {'send', mine}
+end
+return {'busy', cur}
+"""
+#: KEYS[1] claim key; ARGV our pending value, new pending value, ttl_s -> 1 renewed / 0 not ours
+RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+#: KEYS[1] claim key; ARGV our pending value, sent value, ttl_s -> 1 marked (or already) / 0 taken
+MARK_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or cur == false then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+if cur == ARGV[2] then
+  return 1
+end
+return 0
+"""
 
 
 class SinkError(RuntimeError):
@@ -48,37 +90,41 @@ class SinkError(RuntimeError):
 
 
 class ClaimBusy(SinkError):
-    """A reject claim of the same frame is held by a sender that may still be sending; retry."""
+    """A reject claim is held by a sender that may still be sending; retry."""
 
 
 class RedisResultSink:
-    """One hash per frame (with TTL) plus an entry in the line's capped stream."""
+    """One hash per frame (hash + TTL in one transaction) plus an entry in the line's stream."""
 
-    def __init__(self, redis_factory: Callable[[], Any], prefix: str, ttl_s: int, stream_maxlen: int):
+    def __init__(self, redis_factory: Callable[[], Any], ttl_s: int, stream_maxlen: int, stream_ttl_s: int):
         self._factory = redis_factory
-        self._prefix = prefix
         self._ttl_s = ttl_s
         self._maxlen = stream_maxlen
+        self._stream_ttl_s = stream_ttl_s
         self._redis: Any = None
-        self._buf: list[Result] = []
+        self._buf: list[tuple[str, Result]] = []
 
     def setup(self) -> None:
         self._redis = self._factory()
 
-    def add(self, result: Result) -> None:
-        self._buf.append(result)
+    def add(self, result: Result, prefix: str) -> None:
+        """Buffer ``result`` for ``prefix`` (live or replay namespace)."""
+        self._buf.append((prefix, result))
 
     def flush(self) -> int:
         if not self._buf:
             return 0
-        pipe = self._redis.pipeline(transaction=False)
-        for r in self._buf:
-            key = result_key(self._prefix, r.frame_id)
+        pipe = self._redis.pipeline(transaction=True)
+        for prefix, r in self._buf:
+            key = result_key(prefix, r.frame_id)
             entry = r.to_redis(with_mask=False)
+            pipe.delete(key)  # a redelivered frame overwrites its own result, no stale fields
             pipe.hset(key, mapping={**entry, "mask_png": r.mask_png})
             pipe.expire(key, self._ttl_s)
-            pipe.xadd(stream_key(self._prefix, r.line_id), entry, maxlen=self._maxlen, approximate=True)
-        pipe.execute()  # raises on the first failed command
+            skey = stream_key(prefix, r.line_id)
+            pipe.xadd(skey, entry, maxlen=self._maxlen, approximate=True)
+            pipe.expire(skey, self._stream_ttl_s)
+        pipe.execute()  # raises on a failed transaction; nothing partial is left
         n = len(self._buf)
         self._buf.clear()
         return n
@@ -91,9 +137,14 @@ class RedisResultSink:
 
 @dataclass
 class _Pending:
+    """A claimed command: its claim value, and the send in flight (if any)."""
+
     cmd: RejectCommand
-    claim_key: str
-    claim_value: str
+    key: str
+    claim: str
+    future: Any = None
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
 
 
 class RejectSink:
@@ -104,125 +155,149 @@ class RejectSink:
         redis_factory: Callable[[], Any],
         producer: Any,
         topic: str,
-        prefix: str,
+        claim_prefix: str,
         claim_ttl_s: int,
-        send_timeout_s: float = 10.0,
-        takeover_s: float = 20.0,
+        delivery_timeout_s: float = 15.0,
+        takeover_s: float = 45.0,
         clock: Callable[[], float] = time.time,
     ):
-        if takeover_s <= send_timeout_s:
-            raise ValueError(f"takeover_s {takeover_s} must exceed send_timeout_s {send_timeout_s}")
+        if takeover_s <= delivery_timeout_s:
+            raise ValueError(f"takeover_s {takeover_s} must exceed delivery_timeout_s {delivery_timeout_s}")
         self._factory = redis_factory
         self._producer = producer
         self._topic = topic
-        self._prefix = prefix
+        self._prefix = claim_prefix
         self._ttl = claim_ttl_s
-        self._timeout = send_timeout_s
+        self._wait_s = delivery_timeout_s + 5.0
         self._takeover = takeover_s
         self._clock = clock
         self._redis: Any = None
-        self._buf: list[RejectCommand] = []
+        self._scripts: dict[str, Any] = {}
+        self._todo: list[RejectCommand] = []
+        self._inflight: list[_Pending] = []
+        self._unmarked: list[_Pending] = []
         self.sent = 0
         self.suppressed = 0
+        self.resent = 0
+        self.takeovers = 0
 
     def setup(self) -> None:
         self._redis = self._factory()
+        self._scripts = {name: self._redis.register_script(src)
+                         for name, src in (("claim", CLAIM_LUA), ("renew", RENEW_LUA), ("mark", MARK_LUA))}
 
     def add(self, result: Result) -> None:
         """Buffer a command for ``result`` if it is a reject decision."""
         if result.decision:
-            self._buf.append(RejectCommand.from_result(result))
+            self._todo.append(RejectCommand.from_result(result))
 
-    def _resolve(self, c: RejectCommand, key: str, mine: str) -> str:
-        """After a failed NX: ``send`` (claimed now), ``skip`` or ``busy``."""
-        current = self._redis.get(key)
-        current = current.decode() if isinstance(current, bytes) else current
-        if current is None:
-            return "send" if self._redis.set(key, mine, nx=True, ex=self._ttl) else "busy"
-        frame_id, _, rest = current.partition("|")
-        if rest == "sent" or frame_id != c.frame_id:
-            return "skip"
-        _, _, stamp = rest.partition("|")
-        try:
-            age = self._clock() - float(stamp)
-        except ValueError:
-            age = float("inf")  # unreadable stamp: treat as abandoned
-        if age < self._takeover:
-            return "busy"
-        took = self._redis.eval(_TAKEOVER_LUA, 1, key, current, mine, str(self._ttl))
-        return "send" if took else "busy"
+    @property
+    def pending(self) -> int:
+        """Commands not yet confirmed (to claim, in flight, or acked and not marked)."""
+        return len(self._todo) + len(self._inflight) + len(self._unmarked)
+
+    def _now(self) -> str:
+        return f"{self._clock():.3f}"
 
     def _claim(self, cmds: Sequence[RejectCommand]) -> tuple[list[_Pending], list[RejectCommand]]:
-        keys = [reject_claim_key(self._prefix, c.item_id) for c in cmds]
-        now = self._clock()
-        mine = [f"{c.frame_id}|pending|{now:.3f}" for c in cmds]
         pipe = self._redis.pipeline(transaction=False)
-        for k, v in zip(keys, mine, strict=True):
-            pipe.set(k, v, nx=True, ex=self._ttl)
+        keys = [reject_claim_key(self._prefix, c.item_id) for c in cmds]
+        now = self._now()
+        for c, k in zip(cmds, keys, strict=True):
+            self._scripts["claim"](keys=[k], args=[c.frame_id, now, self._takeover, self._ttl], client=pipe)
         got = pipe.execute()
-        out: list[_Pending] = []
+        claimed: list[_Pending] = []
         busy: list[RejectCommand] = []
-        for c, k, v, ok in zip(cmds, keys, mine, got, strict=True):
-            verdict = "send" if ok else self._resolve(c, k, v)
+        for c, k, (verdict, value) in zip(cmds, keys, got, strict=True):
+            verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
+            value = value.decode() if isinstance(value, bytes) else value
             if verdict == "send":
-                out.append(_Pending(c, k, v))
+                claimed.append(_Pending(c, k, value))
             elif verdict == "busy":
                 busy.append(c)
             else:
                 self.suppressed += 1
-        return out, busy
+        return claimed, busy
+
+    def _send(self, p: _Pending) -> None:
+        key, value = p.cmd.to_kafka()
+        p.attempts += 1
+        p.future = self._producer.send(self._topic, key=key, value=value)
+
+    def _resolve(self, p: _Pending) -> str:
+        """Wait for ``p``'s send: ``acked``, ``failed`` (final, resend) or ``unknown`` (not done)."""
+        try:
+            p.future.get(timeout=self._wait_s)
+            return "acked"
+        except Exception as exc:  # noqa: BLE001 - classified below, kept with the command
+            p.errors.append(repr(exc))
+            if not getattr(p.future, "is_done", True):
+                return "unknown"
+            return "failed"
 
     def flush(self) -> list[RejectCommand]:
-        """Claim, send and confirm every buffered command; returns the commands sent.
+        """Claim, send and confirm every buffered command; returns the commands newly sent.
 
-        Raises :class:`SinkError` (a send not acked) or :class:`ClaimBusy`; what is left to do
-        stays buffered for the retry, what was sent does not."""
-        if not self._buf:
-            return []
-        # one command per item within the batch too: the first frame of an item wins
-        seen: set[str] = set()
-        cmds = []
-        for c in self._buf:
-            if c.item_id in seen:
-                self.suppressed += 1
-                continue
-            seen.add(c.item_id)
-            cmds.append(c)
-        pending, busy = self._claim(cmds)
-        futures = []
-        for p in pending:
-            key, value = p.cmd.to_kafka()
-            futures.append((p, self._producer.send(self._topic, key=key, value=value)))
-        failed: list[tuple[_Pending, BaseException]] = []
-        acked: list[_Pending] = []
-        for p, fut in futures:
-            try:
-                fut.get(timeout=self._timeout)
-                acked.append(p)
-            except Exception as exc:  # noqa: BLE001 - collected and re-raised below with context
-                failed.append((p, exc))
-        if acked:
+        Raises :class:`SinkError` (a send not confirmed, a mark not written) or
+        :class:`ClaimBusy`; what is left stays for the next flush, what is done is not redone."""
+        sent: list[RejectCommand] = []
+        if self._todo:
+            seen: set[str] = {p.cmd.item_id for p in self._inflight + self._unmarked}
+            cmds = []
+            for c in self._todo:  # one command per item within the batch too: first frame wins
+                if c.item_id in seen:
+                    self.suppressed += 1
+                    continue
+                seen.add(c.item_id)
+                cmds.append(c)
+            claimed, busy = self._claim(cmds)
+            self._todo = busy
+            for p in claimed:
+                self._send(p)
+            self._inflight.extend(claimed)
+        still: list[_Pending] = []
+        for p in self._inflight:
+            if p.future is None:
+                self._send(p)
+            verdict = self._resolve(p)
+            if verdict == "acked":
+                self._unmarked.append(p)
+            elif verdict == "unknown":
+                still.append(p)
+            else:  # final failure: resend under the same (refreshed) claim, never release it
+                renewed = f"{p.cmd.frame_id}|pending|{self._now()}"
+                if self._scripts["renew"](keys=[p.key], args=[p.claim, renewed, self._ttl]):
+                    p.claim, p.future = renewed, None
+                    self.resent += 1
+                    still.append(p)
+                else:  # taken over by another sender (ours outlived takeover_s): theirs goes out
+                    log.warning("reject claim %s was taken over while sending item %s", p.key, p.cmd.item_id)
+                    self.suppressed += 1
+        self._inflight = still
+        if self._unmarked:
             pipe = self._redis.pipeline(transaction=False)
-            for p in acked:
-                pipe.set(p.claim_key, f"{p.cmd.frame_id}|sent", ex=self._ttl)
-            pipe.execute()
-        self.sent += len(acked)
-        # keep only what is left: a retry must not resend what the broker already has
-        self._buf = [p.cmd for p, _ in failed] + busy
-        if failed:
-            for p, _ in failed:
-                self._redis.eval(_RELEASE_LUA, 1, p.claim_key, p.claim_value)
-            p, exc = failed[0]
+            for p in self._unmarked:
+                self._scripts["mark"](keys=[p.key], args=[p.claim, f"{p.cmd.frame_id}|sent", self._ttl], client=pipe)
+            marks = pipe.execute()  # raises: marks retried alone next flush (nothing resent)
+            for p, ok in zip(self._unmarked, marks, strict=True):
+                if not ok:
+                    log.warning("reject claim %s for item %s changed hands before its sent mark", p.key, p.cmd.item_id)
+                sent.append(p.cmd)
+            self._unmarked = []
+        self.sent += len(sent)
+        if self._inflight:
+            p = self._inflight[0]
             raise SinkError(
-                f"{len(failed)} reject command(s) to {self._topic} not acknowledged; first: "
-                f"item {p.cmd.item_id} frame {p.cmd.frame_id}: {exc!r}"
-            ) from exc
-        if busy:
-            raise ClaimBusy(
-                f"{len(busy)} reject(s) claimed by a sender still in flight; first: item "
-                f"{busy[0].item_id} frame {busy[0].frame_id} (taken over after {self._takeover}s)"
+                f"{len(self._inflight)} reject command(s) to {self._topic} not confirmed (claims kept); "
+                f"first: item {p.cmd.item_id} frame {p.cmd.frame_id}: {p.errors[-1] if p.errors else 'in flight'}"
             )
-        return [p.cmd for p in acked]
+        if self._todo:
+            c = self._todo[0]
+            raise ClaimBusy(
+                f"{len(self._todo)} reject(s) claimed by a sender still in flight; first: item "
+                f"{c.item_id} frame {c.frame_id} (taken over after {self._takeover}s)"
+            )
+        return sent
 
     def close(self) -> None:
         if self._redis is not None:
@@ -246,7 +321,9 @@ class DeadLetterIn:
 
 
 class DeadLetterSink:
-    """Bad frames to the dead-letter topic (``ingest.dlq.to_dead_letter`` format)."""
+    """Bad frames to the dead-letter topic (``ingest.dlq.to_dead_letter`` format). Its producer's
+    ``max_request_size`` is ``DLQ_MAX_MESSAGE_BYTES``; a record the broker still refuses as too
+    large is dead-lettered without its value (the reason says so) rather than retried forever."""
 
     def __init__(self, producer: Any, topic: str, send_timeout_s: float = 30.0):
         self._producer = producer
@@ -260,27 +337,42 @@ class DeadLetterSink:
     def add(self, item: DeadLetterIn) -> None:
         self._buf.append(item)
 
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def _send(self, d: DeadLetterIn) -> Any:
+        from ingest.dlq import to_dead_letter
+
+        value, headers = to_dead_letter(
+            d.value, d.headers, d.reason, d.stage, d.topic, d.partition, d.offset, error=d.error
+        )
+        return self._producer.send(self._topic, key=d.key, value=value, headers=headers)
+
     def flush(self) -> int:
         if not self._buf:
             return 0
-        from ingest.dlq import to_dead_letter
+        from kafka.errors import MessageSizeTooLargeError
 
-        futures = []
-        for d in self._buf:
-            value, headers = to_dead_letter(
-                d.value, d.headers, d.reason, d.stage, d.topic, d.partition, d.offset, error=d.error
-            )
-            futures.append((d, self._producer.send(self._topic, key=d.key, value=value, headers=headers)))
+        futures = [(d, self._send(d)) for d in self._buf]
+        failed: list[tuple[DeadLetterIn, BaseException]] = []
         for d, fut in futures:
             try:
                 fut.get(timeout=self._timeout)
-            except Exception as exc:  # noqa: BLE001 - re-raised with the record's coordinates
-                raise SinkError(
-                    f"dead letter for {d.topic}[{d.partition}]@{d.offset} not acknowledged by "
-                    f"{self._topic}: {exc!r}"
-                ) from exc
-        n = len(self._buf)
-        self._buf.clear()
+            except MessageSizeTooLargeError as exc:
+                slim = DeadLetterIn(d.key, b"", [], f"{d.reason} [original record dropped: {exc}]", d.stage,
+                                    d.topic, d.partition, d.offset, d.error)
+                failed.append((slim, exc))
+            except Exception as exc:  # noqa: BLE001 - kept for the retry, re-raised with coordinates
+                failed.append((d, exc))
+        n = len(self._buf) - len(failed)
+        self._buf = [d for d, _ in failed]
+        if failed:
+            d, exc = failed[0]
+            raise SinkError(
+                f"{len(failed)} dead letter(s) not acknowledged by {self._topic}; first "
+                f"{d.topic}[{d.partition}]@{d.offset}: {exc!r}"
+            ) from exc
         return n
 
     def close(self) -> None:

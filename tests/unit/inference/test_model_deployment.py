@@ -72,3 +72,35 @@ def test_runner_coalesces_serve_batches_up_to_the_maximum_while_the_model_is_bus
     s = m.stats()
     assert s["frames"] == 13
     assert s["batches"] == 3  # 1, then 8 (four Serve batches), then 4
+
+
+def test_non_finite_scores_are_failures_and_repeated_bad_batches_fail_health():
+    import pytest
+
+    from inference.standin import StandInBatch
+
+    m = make_model(max_batch_size=4)
+    m._cfg = m._cfg.model_copy(update={"model": m._cfg.model.model_copy(update={"unhealthy_after_failures": 2})})
+    real = m._predictor.predict
+
+    def nan_predict(images, rois=None):
+        out = real(images, rois)
+        scores = out.scores.copy()
+        scores[0] = np.nan
+        return StandInBatch(scores, scores >= 0.5, out.masks, out.heatmaps)
+
+    m._predictor.predict = nan_predict
+    img = np.zeros((8, 8), np.uint8)
+
+    async def batch():
+        return await m.infer.__wrapped__(m, [[ModelRequest("a", img), ModelRequest("b", img)]])
+
+    out = asyncio.run(batch())[0]
+    assert isinstance(out[0], ModelFailure) and "non-finite" in out[0].reason and isinstance(out[1], ModelReply)
+    m.check_health()  # one bad batch: still healthy
+    asyncio.run(batch())
+    with pytest.raises(RuntimeError, match="consecutive bad batches"):
+        m.check_health()
+    m._predictor.predict = real
+    asyncio.run(batch())
+    m.check_health()  # a good batch resets the count

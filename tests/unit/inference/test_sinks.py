@@ -1,8 +1,12 @@
-"""Sinks with in-memory fakes: Redis layout, reject idempotency, failure handling."""
+"""Sinks against fakeredis (which executes the claim Lua scripts) and a scripted producer: Redis
+layout, exactly one reject per item, sends whose outcome is late or failed, dead letters."""
 
 from __future__ import annotations
 
+import fakeredis
 import pytest
+import redis
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from inference.contracts import RejectCommand, Result, reject_claim_key, result_key, stream_key
 from inference.sinks import (
@@ -14,145 +18,232 @@ from inference.sinks import (
     SinkError,
 )
 
-from .fakes import FakeProducer, FakeRedis
 from .test_contracts import make_result
-
-
-@pytest.fixture
-def redis_store():
-    return FakeRedis()
-
 
 NOW = 1_000_000.0
 
 
-def reject_sink(r: FakeRedis, producer: FakeProducer, now: float = NOW) -> RejectSink:
-    s = RejectSink(lambda: r, producer, "rejects.t", "p", claim_ttl_s=3600, send_timeout_s=5,
+class Fut:
+    """A producer future: ``ok``, ``fail`` (done, with an error) or ``pending`` (outcome unknown)."""
+
+    def __init__(self, outcome: str = "ok", exc: BaseException | None = None, on_get=None):
+        self.outcome, self.exc, self.on_get = outcome, exc, on_get
+        self.is_done = outcome != "pending"
+
+    def get(self, timeout=None):
+        if self.on_get is not None:
+            self.on_get()
+        if self.outcome == "pending":
+            raise KafkaTimeoutError("timeout waiting for the future")
+        if self.outcome == "fail":
+            raise self.exc or KafkaTimeoutError("batch expired")
+        return "metadata"
+
+
+class Producer:
+    """Records every send; ``plan[key]`` lists the futures the next sends of that key get."""
+
+    def __init__(self):
+        self.sent: list[dict] = []
+        self.plan: dict[bytes, list[Fut]] = {}
+
+    def send(self, topic, key=None, value=None, headers=None):
+        self.sent.append({"topic": topic, "key": key, "value": value, "headers": headers})
+        queue = self.plan.get(key)
+        return queue.pop(0) if queue else Fut()
+
+
+@pytest.fixture
+def server():
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def r(server):
+    return fakeredis.FakeRedis(server=server)
+
+
+def reject_sink(r, producer, now: float = NOW) -> RejectSink:
+    s = RejectSink(lambda: r, producer, "rejects.t", "p", claim_ttl_s=3600, delivery_timeout_s=5,
                    takeover_s=20, clock=lambda: now)
     s.setup()
     return s
 
 
-def sent_items(producer: FakeProducer) -> list[str]:
-    return [RejectCommand.from_kafka(m["value"]).item_id for m in producer.sent]
+def commands(producer) -> list[RejectCommand]:
+    return [RejectCommand.from_kafka(m["value"]) for m in producer.sent]
 
 
-def test_result_sink_writes_hash_ttl_and_capped_stream(redis_store):
-    sink = RedisResultSink(lambda: redis_store, "p", ttl_s=60, stream_maxlen=2)
+def claim(r, item: str) -> str | None:
+    v = r.get(reject_claim_key("p", item))
+    return v.decode() if v is not None else None
+
+
+# --- results ------------------------------------------------------------------------------------
+
+def test_result_sink_writes_hash_with_ttl_and_expiring_capped_stream(r):
+    sink = RedisResultSink(lambda: r, ttl_s=60, stream_maxlen=2, stream_ttl_s=600)
     sink.setup()
     assert sink.flush() == 0
     for i in range(3):
-        sink.add(make_result(frame_id=f"f{i}"))
-    assert sink.flush() == 3
-    h = redis_store.store[result_key("p", "f1")]
-    assert Result.from_redis(h).frame_id == "f1"
-    assert redis_store.ttl[result_key("p", "f1")] == 60
-    stream = redis_store.streams[stream_key("p", "L1")]
-    assert len(stream) == 2 and "mask_png" not in stream[0]
+        sink.add(make_result(frame_id=f"f{i}"), "p")
+    sink.add(make_result(frame_id="f9", replay_of="f1"), "p:replay")
+    assert sink.flush() == 4
+    assert Result.from_redis(r.hgetall(result_key("p", "f1"))).frame_id == "f1"
+    assert 0 < r.ttl(result_key("p", "f1")) <= 60
+    assert r.xlen(stream_key("p", "L1")) >= 2 and 0 < r.ttl(stream_key("p", "L1")) <= 600
+    assert "mask_png" not in {k.decode() for k in r.xrange(stream_key("p", "L1"))[0][1]}
+    assert Result.from_redis(r.hgetall(result_key("p:replay", "f9"))).replay_of == "f1"
+    assert not r.exists(result_key("p", "f9"))  # a replay never lands in the live namespace
     assert sink.flush() == 0  # buffer cleared
 
 
-def test_result_sink_keeps_buffer_when_redis_fails(redis_store):
-    sink = RedisResultSink(lambda: redis_store, "p", ttl_s=60, stream_maxlen=10)
+def test_result_sink_keeps_buffer_when_redis_is_down(server, r):
+    sink = RedisResultSink(lambda: r, ttl_s=60, stream_maxlen=10, stream_ttl_s=60)
     sink.setup()
-    sink.add(make_result())
-    redis_store.fail_next_execute = True
-    with pytest.raises(ConnectionError):
+    sink.add(make_result(), "p")
+    server.connected = False
+    with pytest.raises(redis.ConnectionError):
         sink.flush()
-    assert sink.flush() == 1
+    server.connected = True
+    assert sink.flush() == 1 and r.exists(result_key("p", "f1"))
 
 
-def test_only_reject_decisions_become_commands(redis_store):
-    prod = FakeProducer()
-    s = reject_sink(redis_store, prod)
+# --- rejects ------------------------------------------------------------------------------------
+
+def test_only_reject_decisions_become_commands(r):
+    prod = Producer()
+    s = reject_sink(r, prod)
     s.add(make_result(decision=False))
-    assert s.flush() == []
-    assert prod.sent == []
+    assert s.flush() == [] and prod.sent == []
 
 
-def test_one_command_per_item_within_and_across_batches(redis_store):
-    prod = FakeProducer()
-    s = reject_sink(redis_store, prod)
+def test_one_command_per_item_within_and_across_batches_and_instances(r):
+    prod = Producer()
+    s = reject_sink(r, prod)
     s.add(make_result(frame_id="a", item_id="i1", camera_id="cam0"))
     s.add(make_result(frame_id="b", item_id="i1", camera_id="cam1"))  # same item, other camera
     s.add(make_result(frame_id="c", item_id="i2"))
-    sent = s.flush()
-    assert [c.item_id for c in sent] == ["i1", "i2"]
+    assert [c.item_id for c in s.flush()] == ["i1", "i2"]
     s.add(make_result(frame_id="d", item_id="i1"))  # a later frame of an already rejected item
     s.add(make_result(frame_id="a", item_id="i1"))  # a redelivery of the first frame
     assert s.flush() == []
-    assert sent_items(prod) == ["i1", "i2"]
-    assert redis_store.store[reject_claim_key("p", "i1")] == "a|sent"
-    assert s.suppressed == 3
-
-
-def test_redelivery_across_sink_instances_does_not_resend(redis_store):
-    prod = FakeProducer()
-    first = reject_sink(redis_store, prod)
-    first.add(make_result(frame_id="a", item_id="i1"))
-    first.flush()
-    again = reject_sink(redis_store, prod)  # a restarted replica, same Redis
+    again = reject_sink(r, prod)  # a restarted replica, same Redis
     again.add(make_result(frame_id="a", item_id="i1"))
     assert again.flush() == []
-    assert sent_items(prod) == ["i1"]
+    assert [c.item_id for c in commands(prod)] == ["i1", "i2"]
+    assert claim(r, "i1") == "a|sent"
+    assert s.suppressed == 3 and again.suppressed == 1
 
 
-def test_own_pending_claim_is_busy_until_takeover_then_sent(redis_store):
-    key = reject_claim_key("p", "i1")
-    redis_store.set(key, f"a|pending|{NOW - 5:.3f}", nx=True, ex=3600)  # another sender, 5 s ago
-    prod = FakeProducer()
-    s = reject_sink(redis_store, prod)
+def test_command_is_keyed_by_item_and_carries_a_dedup_id(r):
+    prod = Producer()
+    s = reject_sink(r, prod)
+    s.add(make_result(frame_id="a", item_id="i1"))
+    s.flush()
+    assert prod.sent[0]["key"] == b"i1"
+    cmd = commands(prod)[0]
+    assert cmd.command_id == "L1/i1" and cmd.frame_id == "a" and cmd.reason == "defect"
+
+
+def test_young_pending_claim_is_busy_then_resolves_to_sent(r):
+    r.set(reject_claim_key("p", "i1"), f"x|pending|{NOW - 5:.3f}")  # another sender, 5 s ago
+    prod = Producer()
+    s = reject_sink(r, prod)
     s.add(make_result(frame_id="a", item_id="i1"))
     with pytest.raises(ClaimBusy, match="item i1 frame a"):
         s.flush()
     assert prod.sent == []
-    # that sender finished meanwhile: the retry finds "sent" and sends nothing
-    redis_store.store[key] = "a|sent"
+    r.set(reject_claim_key("p", "i1"), "x|sent")  # that sender finished meanwhile
     assert s.flush() == [] and prod.sent == []
-    # a claim left by an attempt that died 30 s ago (> takeover): taken over and sent
-    redis_store.store[key] = f"a|pending|{NOW - 30:.3f}"
-    s.add(make_result(frame_id="a", item_id="i1"))
-    assert [c.frame_id for c in s.flush()] == ["a"]
-    assert redis_store.store[key] == "a|sent"
 
 
-def test_other_frames_pending_claim_suppresses(redis_store):
-    redis_store.set(reject_claim_key("p", "i9"), f"x|pending|{NOW - 999:.3f}", nx=True, ex=3600)
-    prod = FakeProducer()
-    s = reject_sink(redis_store, prod)
+def test_stale_pending_claim_of_another_frame_is_taken_over(r):
+    r.set(reject_claim_key("p", "i9"), f"x|pending|{NOW - 999:.3f}")  # its sender died
+    prod = Producer()
+    s = reject_sink(r, prod)
     s.add(make_result(frame_id="y", item_id="i9"))
-    assert s.flush() == []  # frame x's offset stays uncommitted until its command is acked
-    assert prod.sent == []
+    assert [c.frame_id for c in s.flush()] == ["y"]  # the item is not left unrejected
+    assert claim(r, "i9") == "y|sent"
 
 
 def test_takeover_must_outlast_a_send():
     with pytest.raises(ValueError, match="takeover_s"):
-        RejectSink(lambda: None, None, "t", "p", 60, send_timeout_s=30, takeover_s=10)
+        RejectSink(lambda: None, None, "t", "p", 60, delivery_timeout_s=30, takeover_s=10)
 
 
-def test_failed_send_releases_claim_raises_and_retry_sends_only_the_failed(redis_store):
-    prod = FakeProducer()
-    prod.fail_keys = {b"i2"}
-    s = reject_sink(redis_store, prod)
+def test_send_with_unknown_outcome_keeps_its_claim_and_is_waited_for_not_resent(r):
+    prod = Producer()
+    slow = Fut("pending")
+    prod.plan[b"i1"] = [slow]
+    s = reject_sink(r, prod)
+    s.add(make_result(frame_id="a", item_id="i1"))
+    with pytest.raises(SinkError, match="not confirmed"):
+        s.flush()
+    assert claim(r, "i1").startswith("a|pending|")  # never released on a timeout
+    # another frame of the item meanwhile: busy behind the claim, no second command
+    other = reject_sink(r, prod)
+    other.add(make_result(frame_id="b", item_id="i1"))
+    with pytest.raises(ClaimBusy):
+        other.flush()
+    slow.outcome, slow.is_done = "ok", True  # the broker acked the first send after all
+    assert [c.frame_id for c in s.flush()] == ["a"]
+    assert len(prod.sent) == 1 and claim(r, "i1") == "a|sent"
+    assert other.flush() == [] and len(prod.sent) == 1
+
+
+def test_failed_send_is_resent_under_the_same_claim(r):
+    prod = Producer()
+    prod.plan[b"i2"] = [Fut("fail")]
+    s = reject_sink(r, prod)
     s.add(make_result(frame_id="a", item_id="i1"))
     s.add(make_result(frame_id="b", item_id="i2"))
     with pytest.raises(SinkError, match="item i2 frame b"):
         s.flush()
-    assert reject_claim_key("p", "i2") not in redis_store.store  # released
-    assert redis_store.store[reject_claim_key("p", "i1")] == "a|sent"
-    prod.fail_keys = set()
+    assert claim(r, "i1") == "a|sent"
+    assert claim(r, "i2").startswith("b|pending|")  # kept (refreshed), not released
     assert [c.item_id for c in s.flush()] == ["i2"]
-    assert sent_items(prod) == ["i1", "i2"]
+    cmds = commands(prod)
+    assert [c.item_id for c in cmds] == ["i1", "i2", "i2"]
+    assert cmds[1].command_id == cmds[2].command_id  # the actuator can de-duplicate a resend
+    assert s.resent == 1 and claim(r, "i2") == "b|sent"
+
+
+def test_failed_sent_mark_is_retried_alone_without_resending(server, r):
+    prod = Producer()
+    prod.plan[b"i1"] = [Fut("ok", on_get=lambda: setattr(server, "connected", False))]
+    s = reject_sink(r, prod)
+    s.add(make_result(frame_id="a", item_id="i1"))
+    with pytest.raises(redis.ConnectionError):
+        s.flush()  # acked by the broker, then Redis went away before the mark
+    server.connected = True
+    assert claim(r, "i1").startswith("a|pending|")
+    assert [c.item_id for c in s.flush()] == ["i1"]
+    assert len(prod.sent) == 1 and claim(r, "i1") == "a|sent"
+
+
+def test_replayed_results_use_the_live_claim_so_an_item_is_rejected_once(r):
+    prod = Producer()
+    s = reject_sink(r, prod)
+    s.add(make_result(frame_id="a", item_id="i1"))
+    s.flush()
+    s.add(make_result(frame_id="a@run.0", item_id="i1", replay_of="a"))
+    assert s.flush() == [] and len(prod.sent) == 1
+
+
+# --- dead letters --------------------------------------------------------------------------------
+
+def dead(offset: int = 17, key: bytes = b"cam0") -> DeadLetterIn:
+    return DeadLetterIn(key=key, value=b"garbage", headers=[("frame_id", b"f9")], reason="value: bad",
+                        stage="decode", topic="frames", partition=3, offset=offset)
 
 
 def test_dead_letters_carry_reason_and_coordinates():
     from ingest.dlq import parse_dead_letter
 
-    prod = FakeProducer()
+    prod = Producer()
     s = DeadLetterSink(prod, "dlq.t")
-    s.setup()
-    s.add(DeadLetterIn(key=b"cam0", value=b"garbage", headers=[("frame_id", b"f9")], reason="value: bad",
-                       stage="decode", topic="frames", partition=3, offset=17))
+    s.add(dead())
     assert s.flush() == 1
     m = prod.sent[0]
     assert m["topic"] == "dlq.t" and m["key"] == b"cam0" and m["value"] == b"garbage"
@@ -161,11 +252,28 @@ def test_dead_letters_carry_reason_and_coordinates():
     assert dl.headers == [("frame_id", b"f9")] and dl.frame_id == "f9"
 
 
-def test_dead_letter_without_ack_raises():
-    prod = FakeProducer()
-    prod.fail_keys = {b"cam0"}
+def test_unacknowledged_dead_letter_raises_and_only_it_is_retried():
+    prod = Producer()
+    prod.plan[b"bad"] = [Fut("fail")]
     s = DeadLetterSink(prod, "dlq.t")
-    s.add(DeadLetterIn(key=b"cam0", value=b"x", headers=[], reason="r", stage="decode",
-                       topic="frames", partition=0, offset=1))
-    with pytest.raises(SinkError, match=r"frames\[0\]@1"):
+    s.add(dead(1, b"good"))
+    s.add(dead(2, b"bad"))
+    with pytest.raises(SinkError, match=r"frames\[3\]@2"):
         s.flush()
+    assert s.flush() == 1
+    assert [m["key"] for m in prod.sent] == [b"good", b"bad", b"bad"]
+
+
+def test_dead_letter_refused_as_too_large_is_sent_without_its_value():
+    from ingest.dlq import parse_dead_letter
+
+    prod = Producer()
+    prod.plan[b"cam0"] = [Fut("fail", MessageSizeTooLargeError("too big"))]
+    s = DeadLetterSink(prod, "dlq.t")
+    s.add(dead())
+    with pytest.raises(SinkError):
+        s.flush()
+    assert s.flush() == 1
+    m = prod.sent[-1]
+    dl = parse_dead_letter(m["value"], m["headers"], key=m["key"])
+    assert dl.value == b"" and "original record dropped" in dl.reason and dl.offset == 17

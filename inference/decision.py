@@ -1,0 +1,211 @@
+"""The decision core: pure functions from a polled record to a model request or an outcome, and
+from the model's reply (or failure, or silence) to a :class:`~inference.contracts.Result`.
+
+No I/O, no Ray, no Kafka: the ingress feeds these functions and the checkpoint
+(:mod:`inference.checkpoint`) writes what they return. Guarantees written here:
+
+* :func:`prepare` never raises: any error while reading, validating or preparing one record makes
+  that record a dead letter with its reason (stage ``decode`` for the contract, ``validate`` for
+  what the line cannot apply: unknown recipe/ROI, a deadline out of range, anything unexpected).
+* A frame that already has a result (redelivery after a restart or rebalance) is not decided again:
+  its stored result is re-offered to the reject sink only (the claim makes that a no-op when its
+  command went out), never rewritten and never turned into a late reject because it is old.
+* A replayed frame (``replay_of`` set) is decided into the replay namespace, ignores its original
+  deadline, and actuates only when ``replay.actuate`` is set.
+* :func:`decide` turns a model failure, a non-finite score or no answer into a fail-safe result
+  (``failsafe`` = ``model_failure`` / ``timeout`` / ``late``) decided by the configured policy —
+  never a silent pass, never a dead letter.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from inference.config import ServeAppConfig
+from inference.contracts import Result, Timings, results_prefix
+from inference.deadline import budget_s, deadline_at, late_decision
+from inference.messages import ModelFailure, ModelReply, ModelRequest
+from inference.sinks import DeadLetterIn
+from ingest.dlq import STAGE_DECODE, STAGE_INFERENCE, STAGE_VALIDATE
+
+if TYPE_CHECKING:
+    from inference.consumer import PolledFrame
+    from inference.roi import RoiProvider
+
+_TAG_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,63}$")
+
+
+@dataclass
+class Outcome:
+    """A frame ready for the checkpoint: a result to write (``write_result``) and maybe actuate, or
+    a dead letter. ``prefix`` is where the result goes (live or replay namespace)."""
+
+    frame: PolledFrame
+    line: str
+    camera: str
+    prefix: str = ""
+    result: Result | None = None
+    dead: DeadLetterIn | None = None
+    write_result: bool = True
+    actuate: bool = True
+    inspected: bool = False
+
+
+@dataclass
+class Prepared:
+    """A valid frame waiting for the model: its request, ROI id, decision deadline (None = none)
+    and ``wait_until``: when waiting for the model stops (deadline - margin, or the default bound)."""
+
+    out: Outcome
+    request: ModelRequest
+    roi_id: str
+    deadline: datetime | None
+    wait_until: datetime
+
+
+def header_tag(headers: list[tuple[str, bytes]], name: str) -> str:
+    """A header's value as a label/log tag, ``unknown`` when absent or not a plain id."""
+    for k, v in headers:
+        if k == name:
+            text = v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+            return text if _TAG_OK.match(text) else "unknown"
+    return "unknown"
+
+
+def dead_letter(f: PolledFrame, reason: str, stage: str, error: BaseException | None) -> DeadLetterIn:
+    return DeadLetterIn(
+        key=f.key, value=f.value, headers=f.headers, reason=reason, stage=stage,
+        topic=f.topic, partition=f.partition, offset=f.offset, error=error,
+    )
+
+
+def prefix_for(meta: Any, cfg: ServeAppConfig) -> str:
+    """Where a decoded frame's result goes: the live prefix, or the replay namespace."""
+    replay = meta is not None and meta.replay_of is not None
+    return results_prefix(cfg.redis.key_prefix, cfg.replay.namespace if replay else None)
+
+
+def _outcome(f: PolledFrame, cfg: ServeAppConfig) -> Outcome:
+    meta = f.meta
+    if meta is not None:
+        line, camera = meta.line_id, meta.camera_id
+    else:
+        line, camera = header_tag(f.headers, "line_id"), header_tag(f.headers, "camera_id")
+    replay = meta is not None and meta.replay_of is not None
+    return Outcome(frame=f, line=line, camera=camera, prefix=prefix_for(meta, cfg),
+                   actuate=cfg.replay.actuate or not replay)
+
+
+def prepare(
+    f: PolledFrame, cfg: ServeAppConfig, rois: RoiProvider, existing: Result | None = None
+) -> Prepared | Outcome:
+    """A :class:`Prepared` request for the model, or a finished :class:`Outcome` (a dead letter, or
+    a frame that already has a result). Never raises."""
+    try:
+        out = _outcome(f, cfg)
+    except Exception as exc:  # noqa: BLE001 - a record must end as a result or a dead letter
+        out = Outcome(frame=f, line="unknown", camera="unknown")
+        out.dead = dead_letter(f, f"unreadable record: {exc!r}", STAGE_VALIDATE, exc)
+        return out
+    try:
+        if f.error is not None:
+            out.dead = dead_letter(f, str(f.error) or repr(f.error), STAGE_DECODE, f.error)
+            return out
+        meta = f.meta
+        if existing is not None:
+            out.result, out.write_result = existing, False
+            return out
+        roi, roi_id = rois.get(meta.recipe, meta.height, meta.width)
+        recipe = cfg.recipe(meta.recipe)
+        deadline = None
+        if meta.replay_of is None:
+            deadline = deadline_at(meta.captured_at, meta.deadline_ms, recipe.deadline_ms, cfg.deadline.default_deadline_ms)
+        received = datetime.fromtimestamp(f.received_at, UTC)
+        if deadline is not None:
+            wait_until = deadline - timedelta(milliseconds=cfg.deadline.sink_margin_ms)
+        else:
+            wait_until = received + timedelta(milliseconds=cfg.deadline.default_bound_ms)
+        return Prepared(out, ModelRequest(meta.frame_id, f.image, roi), roi_id, deadline, wait_until)
+    except Exception as exc:  # noqa: BLE001 - RoiError, DeadlineError, anything else: dead letter
+        out.dead = dead_letter(f, f"{type(exc).__name__}: {exc}", STAGE_VALIDATE, exc)
+        return out
+
+
+def wait_budget_s(frames: list[Prepared], now: datetime) -> float:
+    """Seconds the model may take for ``frames`` (the tightest among them); <= 0: already due."""
+    return min(budget_s(p.wait_until, now, 0.0) for p in frames)
+
+
+def decide(
+    p: Prepared,
+    reply: ModelReply | ModelFailure | None,
+    decided: datetime,
+    sent_at: float,
+    cfg: ServeAppConfig,
+    last: tuple[float | None, str] = (None, ""),
+) -> Outcome:
+    """The frame's :class:`Outcome` given the model's ``reply`` (None = no answer in time).
+
+    ``last`` (threshold, model version) fills a result the model gave no verdict on."""
+    out, f = p.out, p.out.frame
+    meta = f.meta
+    try:
+        failsafe = None
+        if isinstance(reply, ModelFailure):
+            failsafe = "model_failure"
+        elif isinstance(reply, ModelReply) and not math.isfinite(reply.score):
+            failsafe, reply = "model_failure", None
+        elif reply is None:
+            failsafe = "late" if p.deadline is not None else "timeout"
+        elif p.deadline is not None and decided > p.deadline:
+            failsafe = "late"
+        verdict = reply if isinstance(reply, ModelReply) and failsafe is None else None
+        decision = bool(verdict.decision) if verdict is not None else False
+        policy = None
+        if failsafe is not None:
+            chosen = cfg.deadline.late_policy if failsafe == "late" else cfg.deadline.failsafe_policy
+            ld = late_decision(chosen)
+            decision, policy = ld.decision, ld.policy
+        answered = reply if isinstance(reply, ModelReply) else None
+        timings = Timings(
+            queue=max(0.0, (f.received_at - meta.captured_at.timestamp()) * 1000),
+            decode=f.decode_s * 1000,
+            wait=max(0.0, (answered.batch_started - sent_at) * 1000) if answered else 0.0,
+            model=answered.model_s * 1000 if answered else 0.0,
+            total=_ms_between(meta.captured_at, decided),
+        )
+        out.inspected = verdict is not None
+        out.result = Result(
+            frame_id=meta.frame_id, item_id=meta.item_id, line_id=meta.line_id, camera_id=meta.camera_id,
+            recipe=meta.recipe, captured_at=meta.captured_at, decided_at=decided, deadline_at=p.deadline,
+            score=answered.score if answered else None, decision=decision, late=failsafe == "late",
+            late_policy=policy, failsafe=failsafe, replay_of=meta.replay_of,
+            threshold=answered.threshold if answered else last[0],
+            model_version=answered.model_version if answered else last[1],
+            roi_id=p.roi_id, defect_area=answered.defect_area if verdict else 0,
+            boxes=answered.boxes if verdict else [], timings_ms=timings,
+            mask_png=answered.mask_png if verdict else b"",
+            topic=f.topic, partition=f.partition, offset=f.offset,
+        )
+    except Exception as exc:  # noqa: BLE001 - a bug building the result: the record is not lost
+        out.result = None
+        out.dead = dead_letter(f, f"result could not be built: {type(exc).__name__}: {exc}", STAGE_INFERENCE, exc)
+    return out
+
+
+def _ms_between(a: datetime, b: datetime) -> float:
+    try:
+        return (b - a).total_seconds() * 1000
+    except (OverflowError, ValueError):
+        return math.inf
+
+
+def failure_reason(reply: Any) -> str:
+    """Log text for a reply that is not a verdict."""
+    if isinstance(reply, ModelFailure):
+        return f"model failure ({reply.error_type}): {reply.reason}"
+    return "no model answer within the bound" if reply is None else "non-finite score"

@@ -1,0 +1,183 @@
+"""The consumer thread's record handling with a scripted kafka-python stand-in: nothing a record
+carries stops it, poll errors skip the bad record, commit errors are retried, re-assigned
+partitions are sought back, the window is bounded in bytes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from kafka.structs import TopicPartition
+
+from inference.config import ServeAppConfig
+from inference.consumer import FrameConsumer, _Listener, locate_poll_failure
+from inference.offsets import OffsetTracker
+from ingest.contract import FrameMeta, encode_frame
+
+TP = TopicPartition("frames", 0)
+
+
+class FakeKafka:
+    def __init__(self):
+        self.polls: list = []  # each: dict batch, or an exception to raise
+        self.positions: dict = {}
+        self.seeks: list = []
+        self.commits: list = []
+        self.commit_errors: list = []
+        self._fetcher = SimpleNamespace(_next_partition_records=None, _next_in_line_exception_metadata=None)
+        self._paused: set = set()
+
+    def poll(self, timeout_ms=0, max_records=None):
+        item = self.polls.pop(0) if self.polls else {}
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def position(self, tp, timeout_ms=None):
+        return self.positions.get(tp, 0)
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+        self.positions[tp] = offset
+
+    def commit(self, offsets, timeout_ms=None):
+        if self.commit_errors:
+            raise self.commit_errors.pop(0)
+        self.commits.append({tp: o.offset for tp, o in offsets.items()})
+
+    def commit_async(self, offsets):
+        self.commits.append({tp: o.offset for tp, o in offsets.items()})
+
+    def assignment(self):
+        return {TP}
+
+    def pause(self, *tps):
+        self._paused.update(tps)
+
+    def resume(self, *tps):
+        self._paused.difference_update(tps)
+
+    def paused(self):
+        return set(self._paused)
+
+    def highwater(self, tp):
+        return None
+
+
+def record(offset: int, value: bytes | None, headers) -> SimpleNamespace:
+    return SimpleNamespace(offset=offset, key=b"cam0", value=value, headers=headers)
+
+
+def good_record(offset: int) -> SimpleNamespace:
+    from datetime import UTC, datetime
+
+    meta = FrameMeta(line_id="L1", camera_id="cam0", frame_id=f"f{offset}", item_id="i1",
+                     captured_at=datetime.now(UTC), encoding="png", width=8, height=8, channels=1, recipe="r")
+    value, headers = encode_frame(np.zeros((8, 8), np.uint8), meta)
+    return record(offset, value, headers)
+
+
+@pytest.fixture
+def setup():
+    cfg = ServeAppConfig(standin={}, ingress={"inflight_window": 8, "inflight_max_bytes": 2048})
+    tracker = OffsetTracker()
+    tracker.assign([TP])
+    got: list = []
+    c = FrameConsumer(cfg, tracker, got.extend)
+    c._consumer = FakeKafka()
+    return c, tracker, got
+
+
+def test_any_exception_while_decoding_a_record_becomes_its_error(setup, monkeypatch):
+    c, tracker, got = setup
+    import ingest.contract
+
+    real = ingest.contract.decode_frame
+
+    def explode(value, headers):
+        if value == b"boom":
+            raise OverflowError("date value out of range")
+        return real(value, headers)
+
+    monkeypatch.setattr(ingest.contract, "decode_frame", explode)
+    c._consumer.polls = [{TP: [good_record(0), record(1, b"boom", []), record(2, None, None), good_record(3)]}]
+    c._poll(100, 8)
+    assert [f.offset for f in got] == [0, 1, 2, 3]
+    assert got[0].error is None and got[0].meta.frame_id == "f0"
+    assert isinstance(got[1].error, OverflowError)
+    assert got[2].error is not None and got[2].value == b""
+    assert got[3].error is None and tracker.in_flight() == 4
+
+
+def test_poll_error_on_an_unparsable_record_skips_it_and_hands_over_a_stub(setup):
+    c, tracker, got = setup
+    k = c._consumer
+    k._fetcher._next_partition_records = SimpleNamespace(topic_partition=TP, next_fetch_offset=5)
+    k.positions[TP] = 5
+    k.polls = [UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), {TP: [good_record(6)]}]
+    c._poll(100, 8)
+    assert k.seeks == [(TP, 6)]
+    assert len(got) == 1 and got[0].offset == 5 and got[0].error is not None
+    assert "unreadable by the Kafka client" in str(got[0].error) and got[0].value == b""
+    c._poll(100, 8)
+    assert [f.offset for f in got] == [5, 6] and c.skipped == 1
+
+
+def test_poll_error_that_cannot_be_located_or_is_a_connection_error_skips_nothing(setup):
+    c, tracker, got = setup
+    k = c._consumer
+    k.polls = [RuntimeError("no fetch in line")]
+    c._poll(1, 8)
+    k._fetcher._next_partition_records = SimpleNamespace(topic_partition=TP, next_fetch_offset=5)
+    k.positions[TP] = 5
+    k.polls = [KafkaConnectionError("broker down")]
+    c._poll(1, 8)
+    assert k.seeks == [] and got == [] and c.poll_errors == 2
+
+
+def test_locate_requires_the_position_to_be_at_the_failed_record():
+    k = FakeKafka()
+    k._fetcher._next_partition_records = SimpleNamespace(topic_partition=TP, next_fetch_offset=5)
+    k.positions[TP] = 3  # the records in line are not the next ones: not what failed
+    assert locate_poll_failure(k) is None
+    k.positions[TP] = 5
+    assert locate_poll_failure(k) == (TP, 5)
+
+
+def test_commit_errors_are_retried_not_fatal(setup):
+    c, tracker, _ = setup
+    t = tracker.add(TP, 0)
+    tracker.complete(t)
+    c._consumer.commit_errors = [KafkaTimeoutError("coordinator gone"), KafkaConnectionError("refused")]
+    c.commit()
+    c.commit()
+    assert c.commit_errors == 2 and c._consumer.commits == []
+    c.commit()
+    assert c._consumer.commits == [{TP: 1}] and c.commits == 1
+
+
+def test_window_is_bounded_in_bytes_as_well_as_frames(setup):
+    c, tracker, _ = setup
+    tracker.add(TP, 0, nbytes=4096)  # one big frame fills the 2 KiB window
+    c._step({"next_commit": 1e18, "next_lag": 1e18, "unassigned_since": 0, "next_warn": 1e18})
+    assert c.paused and c._consumer.paused() == {TP}
+
+
+def test_partition_re_assigned_to_this_member_is_sought_back_to_its_watermark(setup):
+    c, tracker, _ = setup
+    c._cfg = ServeAppConfig(standin={}, ingress={"revoke_drain_timeout_s": 0.0})
+    for o in range(3):
+        t = tracker.add(TP, 10 + o)
+        if o == 0:
+            tracker.complete(t)
+    listener = _Listener(c)
+    listener.on_partitions_revoked([TP])  # 11 and 12 dropped in flight
+    assert c._consumer.commits == [{TP: 11}]
+    c._consumer.positions[TP] = 13  # kafka-python keeps the position past the dropped frames
+    listener.on_partitions_assigned([TP])
+    assert c._consumer.seeks == [(TP, 11)]
+    listener.on_partitions_revoked([TP])
+    listener.on_partitions_assigned([TP])
+    assert c._consumer.seeks == [(TP, 11)]  # nothing dropped the second time: no seek

@@ -1,0 +1,165 @@
+"""The decision core without services: records → requests or outcomes, replies → results."""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from inference.config import ServeAppConfig
+from inference.consumer import PolledFrame
+from inference.decision import Outcome, Prepared, decide, prepare, wait_budget_s
+from inference.messages import ModelFailure, ModelReply
+from inference.offsets import Ticket
+from inference.roi import RoiProvider
+from ingest.contract import FrameMeta, encode_frame
+
+from .test_contracts import make_result
+
+NOW = datetime.now(UTC)
+
+
+def config(**over) -> ServeAppConfig:
+    base = {"standin": {}, "default_recipe": {"roi": "none"}, "redis": {"key_prefix": "p"},
+            "recipes": {"broken": {"roi": "/no/such/roi.png"}}}
+    base.update(over)
+    return ServeAppConfig(**base)
+
+
+def polled(offset: int = 7, captured_at: datetime | None = None, recipe: str = "vials", deadline_ms=None,
+           replay_of=None, error: BaseException | None = None, headers=None) -> PolledFrame:
+    img = np.full((8, 8), 100, np.uint8)
+    meta = FrameMeta(line_id="L1", camera_id="cam0", frame_id=f"f{offset}", item_id=f"i{offset}",
+                     captured_at=captured_at or NOW, encoding="png", width=8, height=8, channels=1,
+                     recipe=recipe, deadline_ms=deadline_ms, replay_of=replay_of)
+    value, hdrs = encode_frame(img, meta)
+    # meta as decoded, built directly: the core must hold even for what the contract would refuse
+    m, image = (meta, img) if error is None else (None, None)
+    return PolledFrame(ticket=Ticket(("frames", 0), offset, 1), topic="frames", partition=0, offset=offset,
+                       key=b"cam0", value=value, headers=headers if headers is not None else hdrs,
+                       received_at=time.time(), decode_s=0.001, meta=m, image=image, error=error)
+
+
+def reply(score: float = 0.9, decision: bool = True) -> ModelReply:
+    return ModelReply(score=score, decision=decision, threshold=0.5, model_version="v1", mask_png=b"png",
+                      defect_area=3, batch_started=time.time(), model_s=0.01)
+
+
+@pytest.fixture
+def cfg():
+    return config()
+
+
+@pytest.fixture
+def rois(cfg):
+    return RoiProvider(cfg)
+
+
+def test_a_good_frame_becomes_a_request_with_a_default_bound(cfg, rois):
+    p = prepare(polled(), cfg, rois)
+    assert isinstance(p, Prepared)
+    assert p.request.frame_id == "f7" and p.roi_id == "none" and p.deadline is None
+    assert 29 < wait_budget_s([p], datetime.now(UTC)) <= 30  # deadline-less frames are bounded too
+    assert p.out.prefix == "p" and p.out.actuate
+
+
+def test_decode_errors_are_dead_letters_with_their_reason(cfg, rois):
+    from ingest.errors import MissingHeaderError
+
+    out = prepare(polled(error=MissingHeaderError("item_id", "missing")), cfg, rois)
+    assert isinstance(out, Outcome) and out.result is None
+    assert out.dead.stage == "decode" and "item_id" in out.dead.reason and out.dead.offset == 7
+
+
+def test_anything_unexpected_while_preparing_is_a_dead_letter_not_an_exception(cfg):
+    class Exploding:
+        def get(self, *a):
+            raise ZeroDivisionError("boom")
+
+    out = prepare(polled(), cfg, Exploding())
+    assert isinstance(out, Outcome) and out.dead.stage == "validate" and "boom" in out.dead.reason
+    bad_roi = prepare(polled(recipe="broken"), cfg, RoiProvider(cfg))
+    assert bad_roi.dead.stage == "validate" and "broken" in bad_roi.dead.reason
+
+
+def test_labels_of_an_undecodable_record_are_bounded_tags(cfg, rois):
+    out = prepare(polled(error=ValueError("x"), headers=[("line_id", b"L1"), ("camera_id", b"\xff\xfe bad")]),
+                  cfg, rois)
+    assert (out.line, out.camera) == ("L1", "unknown")
+
+
+@pytest.mark.parametrize("captured_at", [datetime(9999, 12, 31, 23, 59, 59, 900000, tzinfo=UTC),
+                                         datetime(1, 1, 1, tzinfo=UTC)])
+def test_deadline_at_the_edge_of_the_calendar_never_raises(cfg, rois, captured_at):
+    f = polled(captured_at=captured_at, deadline_ms=3_600_000)
+    out = prepare(f, cfg, rois)
+    if captured_at.year == 9999:  # deadline unrepresentable: invalid, deterministically
+        assert isinstance(out, Outcome) and out.dead.stage == "validate" and "out of range" in out.dead.reason
+    else:  # long past: late without asking the model
+        assert isinstance(out, Prepared) and wait_budget_s([out], datetime.now(UTC)) <= 0
+        r = decide(out, None, datetime.now(UTC), time.time(), cfg).result
+        assert r.late and r.decision and r.failsafe == "late"
+
+
+def test_a_frame_that_already_has_a_result_is_not_decided_again(cfg, rois):
+    old = make_result(frame_id="f7", decision=True, late=False)
+    f = polled(captured_at=NOW - timedelta(hours=3), deadline_ms=100)  # would be late now
+    out = prepare(f, cfg, rois, existing=old)
+    assert isinstance(out, Outcome) and out.result is old
+    assert not out.write_result and out.actuate  # its reject is re-offered (the claim dedupes)
+
+
+def test_replayed_frames_go_to_their_namespace_ignore_deadlines_and_do_not_actuate(cfg, rois):
+    f = polled(captured_at=NOW - timedelta(hours=2), deadline_ms=100, replay_of="orig1")
+    p = prepare(f, cfg, rois)
+    assert isinstance(p, Prepared) and p.deadline is None  # not turned into a late reject
+    assert p.out.prefix == "p:replay" and not p.out.actuate
+    r = decide(p, reply(), datetime.now(UTC), time.time(), cfg).result
+    assert r.replay_of == "orig1" and not r.late and r.decision
+    p2 = prepare(f, config(replay={"actuate": True}), rois)
+    assert p2.out.actuate and p2.out.prefix == "p:replay"
+
+
+def test_a_model_verdict_becomes_the_result(cfg, rois):
+    p = prepare(polled(deadline_ms=60_000), cfg, rois)
+    o = decide(p, reply(0.9, True), datetime.now(UTC), time.time(), cfg)
+    r = o.result
+    assert o.inspected and r.decision and r.score == pytest.approx(0.9) and r.failsafe is None
+    assert r.threshold == 0.5 and r.model_version == "v1" and r.mask_png == b"png" and not r.late
+
+
+@pytest.mark.parametrize("bad", [ModelFailure("f7", "CUDA error", "RuntimeError"), reply(math.nan, False),
+                                 reply(math.inf, False)])
+def test_model_failure_or_non_finite_score_is_a_failsafe_reject_never_a_pass(cfg, rois, bad):
+    p = prepare(polled(), cfg, rois)
+    o = decide(p, bad, datetime.now(UTC), time.time(), cfg, last=(0.4, "v0"))
+    r = o.result
+    assert o.dead is None and not o.inspected
+    assert r.decision is True and r.failsafe == "model_failure" and r.late_policy == "reject"
+    assert r.score is None and r.threshold == 0.4 and r.model_version == "v0"
+
+
+def test_no_answer_within_the_bound_is_a_timeout_or_late(cfg, rois):
+    untimed = prepare(polled(offset=1), cfg, rois)
+    timed = prepare(polled(offset=2, deadline_ms=50), cfg, rois)
+    now = datetime.now(UTC)
+    assert decide(untimed, None, now, time.time(), cfg).result.failsafe == "timeout"
+    r = decide(timed, None, now, time.time(), cfg).result
+    assert r.failsafe == "late" and r.late
+
+
+def test_failsafe_and_late_policies_are_separate(rois):
+    c = config(deadline={"late_policy": "pass", "failsafe_policy": "reject"})
+    p = prepare(polled(deadline_ms=50), c, rois)
+    assert decide(p, None, datetime.now(UTC), time.time(), c).result.decision is False  # late: pass
+    q = prepare(polled(), c, rois)
+    assert decide(q, ModelFailure("f7", "x", "E"), datetime.now(UTC), time.time(), c).result.decision is True
+
+
+def test_a_verdict_after_the_deadline_is_late(cfg, rois):
+    p = prepare(polled(deadline_ms=10), cfg, rois)
+    r = decide(p, reply(0.1, False), datetime.now(UTC) + timedelta(seconds=1), time.time(), cfg).result
+    assert r.late and r.decision and r.failsafe == "late"
