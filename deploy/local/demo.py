@@ -5,7 +5,8 @@
    evaluate it: metrics, ROC curves and defect overlays under ``runs/demo/eval``;
 3. serve the model with Ray Serve against the frames topic, stream simulated cameras into Kafka,
    then score the decisions in Redis against the simulator's ground truth, count the reject
-   commands, and read throughput, latency and defect rate back from Prometheus.
+   commands, and read throughput, latency and defect rate back from Prometheus;
+4. write the run report (``grdline report``: HTML + PNGs under ``runs/demo/report``).
 
 Knobs (environment): DEMO_STEPS (training steps), DEMO_FRAMES (frames per camera), DEMO_FPS,
 DEMO_RETRAIN=1 (ignore a model trained by an earlier run).
@@ -21,6 +22,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,6 +131,7 @@ def main() -> int:
                               stdout=serve_log, stderr=subprocess.STDOUT)
     try:
         wait_until_consuming(server, timeout_s=300)
+        run_started = datetime.now(UTC)
         truth_file = RUNS / "truth.jsonl"
         grdline("camera", "--source", "simulator", "--line", LINE, "--cameras", str(CAMERAS),
                 "--fps", fps, "--frames", str(frames), "--size", str(SIZE),
@@ -145,7 +148,10 @@ def main() -> int:
         score(decided, truth)
         settle_prometheus()
         report_prometheus()
-        grdline("dashboards", "export", "--out", str(RUNS / "grafana-dashboard.json"))
+        grdline("dashboards", "export", "--out", str(RUNS / "grafana"))
+        step("4. run report (Prometheus + Redis + the frames from Kafka, against ground truth)")
+        grdline("report", "--line", LINE, "--since", run_started.isoformat(), "--until", "now",
+                "--truth", str(truth_file), "--out", str(RUNS / "report"))
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -153,7 +159,8 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             server.kill()
         serve_log.close()
-    print(f"\nDone. Pictures: {RUNS / 'contact-sheet.png'}, {evaluation}/ (ROC curves, overlays)."
+    print(f"\nDone. Run report: {RUNS / 'report' / 'index.html'} (open it in a browser)."
+          f"\nPictures: {RUNS / 'contact-sheet.png'}, {evaluation}/ (ROC curves, overlays)."
           "\nThe stack keeps running: `grdline stack status`, `grdline stack down`.")
     return 0
 
