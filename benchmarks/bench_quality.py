@@ -89,13 +89,15 @@ def run_one(name: str, src_root: Path, args, work: Path) -> dict:
     out = REPO / "var" / "bench-quality" / f"{name}-{args.profile}-{args.split}"
     t0, c0 = time.perf_counter(), time.process_time()
     model_dir, report = train_from_folder(cfg, root, name, out / "model", steps=args.steps,
-                                          device=args.device, progress=not args.no_progress)
+                                          device=args.device, progress=not args.no_progress,
+                                          resume=args.resume)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     m = evaluate(model_dir, root, name, out / "eval", device=args.device, n_overlays=3)
     n_test = len(data.list_test(root, name))
     return {"dataset": name, "split": args.split, "profile": args.profile,
             "image_size": cfg.image_size, "pool_kernel": cfg.pool_kernel, "steps": report["steps"],
-            "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1), "n_test": n_test,
+            "train_wall_s": round(wall, 1), "train_cpu_s": round(cpu, 1), "resumed": args.resume,
+            "n_test": n_test,
             "n_val_good": report["n_val"], "calibration": report["calibration"],
             **{k: m[k] for k in KEYS}, "eval_dir": str(out / "eval")}
 
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue each product's training from its last checkpoint under var/")
     ap.add_argument("--docs", action="store_true",
                     help="also write docs/evaluations/quality/README.md (the committed table)")
     args = ap.parse_args(argv)
