@@ -125,6 +125,7 @@ class Streamer(threading.Thread):
                                       max_request_size=MAX_MESSAGE_BYTES, delivery_timeout_ms=120_000,
                                       request_timeout_ms=20_000, retries=2**31 - 1)
         self.futures: list = []
+        self.sent_at: list[float] = []  # time.monotonic() of each send, in record order
         self.sent = 0
         self.error: BaseException | None = None
 
@@ -136,6 +137,7 @@ class Streamer(threading.Thread):
                 if delay > 0:
                     time.sleep(delay)
                 self.futures.append(self.producer.send(self.topic, key=k, value=v, headers=h))
+                self.sent_at.append(time.monotonic())
                 self.sent += 1
         except BaseException as exc:  # noqa: BLE001 - reported by finish()
             self.error = exc
