@@ -16,6 +16,17 @@ order. Keys and header values are stored as ``{"v": text}`` when they are UTF-8 
 ``{"b64": ...}`` otherwise, so any record survives. The reader refuses an archive without
 ``archive.json`` (an interrupted recording), a file name outside ``frames/``, and a value whose
 checksum differs (:class:`~ingest.errors.ArchiveError`).
+
+The reader also opens ``.tar.gz`` / ``.tar.bz2`` / ``.tar.xz`` (someone compressed a recording)
+and trusts no archive: before any member is read whole, every member is checked as its header
+comes off the stream — its name (only ``archive.json``, ``manifest.jsonl`` and
+``frames/NNNNNNNNN.ext``: no absolute path, no ``..``, no duplicates), its type (regular files
+only: no links, devices or directories other than ``frames/``), its size against
+:class:`ArchiveLimits` (a frame at most the broker's frame limit, the manifest and info bounded),
+and the running total of sizes and the member count — so a decompression bomb or a tar full of
+traps is refused with an :class:`~ingest.errors.ArchiveError` naming the member, before its bytes
+are inflated into memory. A directory archive gets the same size and type checks per file (a
+symlink leading outside the directory is refused).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import hashlib
 import io
 import json
 import re
+import stat
 import tarfile
 import time
 from collections.abc import Iterator
@@ -35,6 +47,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingest.errors import ArchiveError
+from ingest.topics import MAX_MESSAGE_BYTES
 
 FORMAT = "grdline-archive"
 FORMAT_VERSION = 1
@@ -42,6 +55,33 @@ MANIFEST = "manifest.jsonl"
 INFO = "archive.json"
 _SUFFIX = {"jpeg": "jpg", "png": "png", "raw": "raw"}
 _FILE_RE = re.compile(r"^frames/[0-9]{9}\.(jpg|png|raw|bin)$")
+
+
+class ArchiveLimits(BaseModel):
+    """What a reader accepts from an archive, checked before anything is read whole."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: One frame file: a record value is at most the broker's frame limit.
+    max_frame_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=1)
+    #: ``manifest.jsonl`` (about 1 KiB per frame).
+    max_manifest_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    #: ``archive.json``.
+    max_info_bytes: int = Field(default=1024 * 1024, ge=1)
+    #: Sum of every member's size (what reading the whole archive would inflate to).
+    max_total_bytes: int = Field(default=64 * 1024**3, ge=1)
+    #: Members (frames + 2).
+    max_members: int = Field(default=1_000_000, ge=1)
+
+    def for_member(self, name: str) -> int | None:
+        """The size limit of member ``name``, or None when no archive may hold such a member."""
+        if name == INFO:
+            return self.max_info_bytes
+        if name == MANIFEST:
+            return self.max_manifest_bytes
+        if _FILE_RE.match(name):
+            return self.max_frame_bytes
+        return None
 
 
 def _pack(b: bytes | None) -> dict[str, str] | None:
@@ -182,13 +222,30 @@ class ArchiveWriter:
 
 
 class ArchiveReader:
-    """Reads an archive written by :class:`ArchiveWriter` and verifies every value's checksum."""
+    """Reads an archive written by :class:`ArchiveWriter` (or a compressed copy of a ``.tar``) and
+    verifies every value's checksum; members are checked against ``limits`` first."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, limits: ArchiveLimits | None = None) -> None:
         self.path = Path(path)
+        self.limits = limits or ArchiveLimits()
         self._tar: tarfile.TarFile | None = None
-        if self.path.is_file() and tarfile.is_tarfile(self.path):
-            self._tar = tarfile.open(self.path, "r")
+        self._members: dict[str, tarfile.TarInfo] = {}
+        if self.path.is_file():
+            try:
+                is_tar = tarfile.is_tarfile(self.path)
+            except (OSError, EOFError, tarfile.TarError) as exc:
+                raise ArchiveError(f"{self.path}: not a readable tar archive: {exc}") from exc
+            if not is_tar:
+                raise ArchiveError(f"{self.path}: a file that is not a tar archive (plain or compressed)")
+            try:
+                self._tar = tarfile.open(self.path, "r")
+                self._scan_tar()
+            except (OSError, EOFError, tarfile.TarError) as exc:
+                self.close()
+                raise ArchiveError(f"{self.path}: corrupt or truncated tar archive: {exc}") from exc
+            except ArchiveError:
+                self.close()
+                raise
         elif not self.path.is_dir():
             raise ArchiveError(f"{self.path}: no such archive (directory or .tar)")
         try:
@@ -199,19 +256,66 @@ class ArchiveReader:
             raise ArchiveError(f"{self.path}: not a {FORMAT} v{FORMAT_VERSION} archive: {self.info!r:.200}")
         self._entries: list[ArchiveEntry] | None = None
 
+    def _scan_tar(self) -> None:
+        """Check every member header as it comes off the (possibly compressed) stream, before any
+        member's data is read: names, types, sizes, total, count. Data is skipped, not kept."""
+        assert self._tar is not None
+        total = 0
+        while (info := self._tar.next()) is not None:
+            name = info.name
+            if len(self._members) >= self.limits.max_members:
+                raise ArchiveError(f"{self.path}: more than {self.limits.max_members} members")
+            if name.startswith("/") or ".." in Path(name).parts or "\\" in name:
+                raise ArchiveError(f"{self.path}: member {name!r} has an unsafe path (absolute or '..')")
+            if info.isdir() and name.rstrip("/") == "frames":
+                continue
+            limit = self.limits.for_member(name)
+            if limit is None:
+                raise ArchiveError(f"{self.path}: unexpected member {name!r} (only {INFO}, {MANIFEST} "
+                                   "and frames/NNNNNNNNN.ext belong in an archive)")
+            if not info.isreg():
+                raise ArchiveError(f"{self.path}: member {name!r} is not a regular file (link or device)")
+            if name in self._members:
+                raise ArchiveError(f"{self.path}: member {name!r} appears twice")
+            if info.size > limit:
+                raise ArchiveError(f"{self.path}: member {name!r} is {info.size} B, over the {limit} B limit")
+            total += info.size
+            if total > self.limits.max_total_bytes:
+                raise ArchiveError(f"{self.path}: members add up to more than {self.limits.max_total_bytes} B "
+                                   f"(at {name!r}); refusing to inflate it")
+            self._members[name] = info
+
     def _get(self, name: str) -> bytes:
+        limit = self.limits.for_member(name)
+        if limit is None:  # pragma: no cover - names come from constants or the validated manifest
+            raise ArchiveError(f"{self.path}: {name!r} is not an archive member name")
         if self._tar is not None:
-            try:
-                member = self._tar.extractfile(name)
-            except KeyError as exc:
-                raise ArchiveError(f"{self.path}: member {name} missing") from exc
-            if member is None:
+            info = self._members.get(name)
+            if info is None:
+                raise ArchiveError(f"{self.path}: member {name} missing")
+            member = self._tar.extractfile(info)
+            if member is None:  # pragma: no cover - only regular files pass the scan
                 raise ArchiveError(f"{self.path}: member {name} is not a file")
-            return member.read()
+            data = member.read(limit + 1)
+            if len(data) > limit:  # pragma: no cover - the header's size was checked
+                raise ArchiveError(f"{self.path}: member {name!r} is larger than its {limit} B limit")
+            return data
+        file = self.path / name
         try:
-            return (self.path / name).read_bytes()
+            if file.is_symlink() and not file.resolve().is_relative_to(self.path.resolve()):
+                raise ArchiveError(f"{self.path}: {name} is a link leading outside the archive")
+            st = file.stat()
         except FileNotFoundError as exc:
             raise ArchiveError(f"{self.path}: file {name} missing") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise ArchiveError(f"{self.path}: {name} is not a regular file")
+        if st.st_size > limit:
+            raise ArchiveError(f"{self.path}: {name} is {st.st_size} B, over the {limit} B limit")
+        with open(file, "rb") as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:  # grew after the check
+            raise ArchiveError(f"{self.path}: {name} is larger than its {limit} B limit")
+        return data
 
     def entries(self) -> list[ArchiveEntry]:
         if self._entries is None:
