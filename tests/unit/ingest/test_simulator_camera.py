@@ -104,12 +104,13 @@ def test_real_rate_is_close_to_target():
     t0 = time.monotonic()
     frames = list(SimulatedCamera("L1", "c", fps=fps, seed=0, size=SIZE, n_frames=n))
     elapsed = time.monotonic() - t0
-    assert (n - 1) / fps * 0.95 <= elapsed < (n - 1) / fps + 0.5
+    # never faster than fps (tight); slower only by what a busy 2-core machine adds (loose)
+    assert (n - 1) / fps * 0.95 <= elapsed < (n - 1) / fps + 3.0
     gaps = [
         (b.captured_at - a.captured_at).total_seconds()
         for a, b in zip(frames, frames[1:], strict=False)
     ]
-    assert np.mean(gaps) == pytest.approx(1 / fps, rel=0.3)
+    assert 0.95 / fps <= np.mean(gaps) < 1 / fps + 0.25, gaps
 
 
 def test_cameras_of_a_line_see_the_same_items():

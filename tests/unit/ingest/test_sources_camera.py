@@ -110,7 +110,9 @@ def test_run_cameras_paces_each_camera_at_fps():
     assert stats.frames == {"a": 6, "b": 6} and all(s.closed for s in sources)
     for cam in "ab":
         t = [s[0] for s in pub.sent if s[1].camera_id == cam]
-        assert 0.2 < t[-1] - t[0] < 0.4  # 5 intervals of 50 ms
+        # 5 intervals of 50 ms: never faster (the schedule is absolute); a busy machine only
+        # makes frames late, so the upper bound is loose
+        assert 0.25 - 0.005 <= t[-1] - t[0] < 1.5, t
         metas = [s[1] for s in pub.sent if s[1].camera_id == cam]
         assert [m.frame_id for m in metas] == [f"{cam}-{i}" for i in range(6)]
     meta, img = decode_frame(pub.sent[0][2], pub.sent[0][3])
@@ -186,5 +188,6 @@ def test_a_stalled_camera_does_not_burst_afterwards():
     pub = RecordingPublisher()
     run_cameras([Slow("a", 6)], pub, encoding="raw", fps=20.0)
     t = [s[0] for s in pub.sent]
-    gaps = [b - a for a, b in zip(t[1:], t[2:], strict=False)]
-    assert min(gaps) > 0.035, gaps  # frames after the stall keep the 50 ms spacing
+    # no burst after the stall: the four frames after it still span three 50 ms intervals (a burst
+    # would send them at once; a busy machine only stretches the span)
+    assert t[5] - t[2] >= 3 * 0.05 - 0.005, t
