@@ -156,9 +156,11 @@ def chart_specs(line: str, window: str) -> list[tuple[str, str, str, list[tuple[
             (pq.share(im.FRAMES_DEFECTIVE, im.FRAMES_INSPECTED, sel, "", window), "defect rate"),
             (pq.rate_or_zero(im.ITEMS_REJECTED, sel, "", window), "reject commands / s"),
         ]),
-        ("late_dlq", "Late decisions and dead letters", "frames / s", [
-            (pq.rate_or_zero(im.FRAMES_LATE, sel, "", window), "late (deadline missed)"),
-            (pq.rate(im.FRAMES_DEAD_LETTERED, sel, "stage", window), "dead-lettered ({{stage}})"),
+        # counts, not rates: a few events in a short run vanish in a rate (and Prometheus' rate()
+        # does not see the first increment of a series that appears with it)
+        ("late_dlq", "Late decisions and dead letters (cumulative in the window)", "frames", [
+            (f"{pq.total(im.FRAMES_LATE, sel)} or vector(0)", "late (deadline missed)"),
+            (f"{pq.total(im.FRAMES_DEAD_LETTERED, sel, 'stage')}", "dead-lettered ({{stage}})"),
         ]),
         ("e2e_latency", "Capture → decision latency", "seconds", [
             (pq.quantile(q, im.E2E_LATENCY, sel, "", window), f"p{int(q * 100)}")
@@ -177,6 +179,9 @@ def chart_specs(line: str, window: str) -> list[tuple[str, str, str, list[tuple[
         ]),
     ]
 
+
+#: Charts of counter totals, drawn as their growth since the window's start.
+CUMULATIVE = frozenset({"late_dlq"})
 
 #: Counters whose growth over the window the report states (key -> inference metric).
 TOTALS = {
@@ -208,8 +213,11 @@ def collect_prometheus(prom: Prometheus, w: Window) -> tuple[list[ChartData], di
             for row in prom.range(expr, w.since, w.until, step):
                 pts = np.array([(float(t), float(v)) for t, v in row["values"]], dtype=np.float64)
                 pts = pts[np.isfinite(pts[:, 1])] if len(pts) else pts
-                if len(pts):
-                    curves.append(Curve(_legend(legend, row["metric"]), pts[:, 0], pts[:, 1]))
+                if not len(pts):
+                    continue
+                if key in CUMULATIVE and pts[0, 0] <= w.since.timestamp() + step:
+                    pts[:, 1] -= pts[0, 1]  # the counter existed before the window: its growth
+                curves.append(Curve(_legend(legend, row["metric"]), pts[:, 0], pts[:, 1]))
         charts.append(ChartData(key, title, ylabel, tuple(curves), tuple(e for e, _ in specs)))
     totals = {k: counter_growth(prom, m, w.line, w.since, w.until) for k, m in TOTALS.items()}
     span = f"{max(1, int(w.seconds))}s"
@@ -243,14 +251,21 @@ def read_results(client: Any, w: Window, page: int = 1000) -> tuple[list[Result]
         ms, seq = (int(x) for x in last.split("-"))
         start = f"{ms}-{seq + 1}"
     first = client.xrange(key, count=1)
-    if first:
+    if first and _trimmed(client, key):
         first_ms = int((first[0][0].decode() if isinstance(first[0][0], bytes) else first[0][0])
                        .split("-")[0])
-        if first_ms > lo and by_frame:
+        if first_ms > lo:
             notes.append(f"The stream {key} starts at {datetime.fromtimestamp(first_ms / 1000, UTC):%H:%M:%S} UTC, "
                          "after the window's start: it is capped, so older decisions of the window "
                          "may have been trimmed.")
     return list(by_frame.values()), notes
+
+
+def _trimmed(client: Any, key: str) -> bool:
+    """Whether the capped stream dropped entries (Redis >= 7 counts every entry ever added)."""
+    info = client.xinfo_stream(key)
+    added = info.get("entries-added", info.get(b"entries-added"))
+    return added is not None and int(added) > int(info.get("length", info.get(b"length", 0)))
 
 
 def worst_defects(client: Any, results: list[Result], prefix: str, n: int) -> list[Result]:

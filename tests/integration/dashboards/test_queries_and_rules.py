@@ -13,10 +13,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from pydantic import SecretStr
 
+from dashboards import promql as pq
 from dashboards.alerts import RULE_GROUP, alert_rules
 from dashboards.grafana import DASHBOARDS, all_queries
 from dashboards.publish import publish_dashboards
 from dashboards.settings import GrafanaSettings
+from ingest import metrics as ingest_metrics
 
 
 def _query(prometheus_url: str, expr: str) -> dict:
@@ -94,3 +96,34 @@ def test_publish_posts_the_dashboard_with_the_token():
     assert [d[2]["dashboard"]["uid"] for d in dashes] == uids
     assert all(d[2]["folderUid"] == "f-1" and d[2]["overwrite"] is True for d in dashes)
     assert all(s[3] == "Bearer s3cret" for s in _FakeGrafana.seen)
+
+
+#: Series the dashboards name that a healthy short run does not produce (and why).
+ABSENT_IN_A_HEALTHY_RUN = {
+    ingest_metrics.METRIC_NAMES["publish_failures"]: "no publish fails (the panel shows 0 via `or`)",
+}
+
+
+def _names_in(expr: str) -> set[str]:
+    import re
+
+    bare = re.sub(r'"[^"]*"|\{[^}]*\}|\[[^\]]*\]', "", expr)
+    return set(re.findall(r"[a-zA-Z_][a-zA-Z0-9_]*", bare)) & pq.KNOWN_SERIES
+
+
+def test_every_panel_shows_data_after_a_short_run(short_run, prometheus_url):
+    """Every query of every dashboard returns series for the run's line, and every series a
+    dashboard names reached Prometheus (a renamed metric cannot hide behind an `or 0`)."""
+    line_only = [(t, q.replace('line=~".*"', f'line=~"{short_run.line}"')) for t, q in all_queries()]
+    empty = []
+    for title, expr in line_only:
+        answer = _query(prometheus_url, expr)
+        assert answer["status"] == "success", f"{title}: {answer.get('error')} in {expr}"
+        if not answer["data"]["result"]:
+            empty.append((title, expr))
+    assert not empty, f"panels without data after a real run: {empty}"
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/label/__name__/values", timeout=10) as r:
+        present = set(json.load(r)["data"])
+    named = set().union(*(_names_in(q) for _, q in all_queries()))
+    missing = named - present - set(ABSENT_IN_A_HEALTHY_RUN)
+    assert not missing, f"series the dashboards query that Prometheus never saw: {missing}"
