@@ -4,12 +4,12 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-unit test-integration demo bench bench-quality lint stack-up stack-down stack-status
+.PHONY: help setup test test-unit test-integration demo bench bench-quality soak lint stack-up stack-down stack-status
 
 help:
 	@echo "make demo   - the whole line on the local stack (installs everything first)"
 	@echo "make test   - the whole test suite (unit + integration against real services)"
-	@echo "make test-unit | test-integration | bench | lint | stack-up | stack-down | stack-status"
+	@echo "make test-unit | test-integration | bench | soak | lint | stack-up | stack-down | stack-status"
 
 setup:
 	@bash deploy/local/bootstrap.sh
@@ -32,6 +32,11 @@ bench: setup
 # model quality with default settings on every product (trains: ~1 h on 2 cores); QUALITY_ARGS e.g. --steps 500
 bench-quality: setup
 	$(PY) benchmarks/bench_quality.py $(QUALITY_ARGS)
+
+# soak, not a test: the line at 70 % of the bare model's rate for 30 min, RSS of every process
+# (growth < 5 %), every frame decided; SOAK_ARGS e.g. --minutes 3
+soak: setup
+	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 lint: setup
 	$(PY) -m ruff check .

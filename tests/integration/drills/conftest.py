@@ -204,6 +204,24 @@ class DecisionWatch(threading.Thread):
                     f"no new decision within {timeout_s:.0f}s after the fault (count stayed {base})")
             time.sleep(self.interval_s)
 
+    def recovery(self, t_fault: float, until: float) -> tuple[float, float]:
+        """``(longest stall, recovered after)``: the longest time without a new decision inside
+        ``[t_fault, until]``, and how long after ``t_fault`` that stall ended — the line's own
+        recovery time (decisions already under way when the fault hit do not hide it)."""
+        rises = [t_fault]
+        prev = None
+        for ts, n in list(self.samples):
+            if n is None or ts > until:
+                continue
+            if prev is not None and n > prev and ts > t_fault:
+                rises.append(ts)
+            prev = n
+        if len(rises) == 1:
+            return until - t_fault, until - t_fault
+        gaps = [(b - a, b) for a, b in zip(rises, rises[1:], strict=False)]
+        stall, end = max(gaps)
+        return stall, end - t_fault
+
     def longest_stall(self, since: float, until: float) -> float:
         """Longest time between two successive rises of the count inside ``[since, until]``."""
         rises = [since]
