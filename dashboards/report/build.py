@@ -58,7 +58,8 @@ def make_report(
         notes.append(f"No decision of line {line} in the Redis stream of namespace "
                      f"{window.prefix!r} between these times.")
     prom = Prometheus(prometheus_url or PrometheusSettings().url)
-    charts, totals, latency = collect_prometheus(prom, window)
+    topics = tuple(sorted({r.topic for r in results}))
+    charts, totals, latency = collect_prometheus(prom, window, topics)
 
     truth_records = load_truth(truth_path) if truth_path else None
     truth = score_against_truth(results, truth_records) if truth_records is not None else None
