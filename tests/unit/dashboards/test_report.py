@@ -92,8 +92,12 @@ def test_rate_windows_fit_short_and_long_runs():
     assert step_and_window(30) == (2.0, "30s")
     step, window = step_and_window(3600)
     assert step == 18 and window == "72s"
-    keys = [k for k, *_ in chart_specs("L1", "30s")]
-    assert keys == ["throughput", "defects", "late_dlq", "e2e_latency", "stage_latency", "batch", "lag"]
+    specs = {k: queries for k, _, _, queries in chart_specs("L1", "30s", ("frames.replay",))}
+    assert list(specs) == ["throughput", "defects", "late_dlq", "e2e_latency", "stage_latency",
+                           "batch", "lag"]
+    # a topic's dots are escaped for the regex, and the escape escaped for the PromQL string
+    assert 'topic=~"frames\\\\.replay"' in specs["lag"][0][0]
+    assert all('line="L1"' in q for q, _ in specs["throughput"][:2])
 
 
 def test_the_page_references_only_files_it_wrote(tmp_path):
