@@ -3,6 +3,7 @@
     grdline train --data ROOT --category NAME --profile {line,paper} --out DIR
                   [--epochs N | --steps N] [--image-size N] [--roi PATH] [--seed N] [--device D]
     grdline eval  --model DIR --data ROOT --category NAME --out DIR   # writes DIR/metrics.json
+    grdline export --model DIR --format onnx [--out FILE]   # DIR/model.onnx + model.onnx.json
 
 torch is imported inside the handlers so ``grdline --help`` stays fast.
 """
@@ -53,6 +54,17 @@ def register(subparsers) -> None:
     e.add_argument("--no-roi", action="store_true", help="do not apply ROIs at inference")
     e.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     e.set_defaults(func=_eval)
+
+    x = subparsers.add_parser("export", help="export a model's serving path (ONNX, fp32)")
+    x.add_argument("--model", required=True, help="model directory")
+    x.add_argument("--format", choices=["onnx"], default="onnx",
+                   help="onnx only (TorchScript: beaten by ONNX Runtime at batch 1, no gain "
+                        "at 8-32, and its files are pickles; benchmarks/bench_runtimes.py)")
+    x.add_argument("--out", help="file to write (default: <model>/model.onnx); the JSON "
+                                 "description goes next to it as <file>.json")
+    x.add_argument("--no-check", action="store_true",
+                   help="skip the ONNX Runtime vs eager torch comparison")
+    x.set_defaults(func=_export)
 
 
 def _set_dotted(overrides: dict, item: str) -> None:
@@ -122,4 +134,19 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     keys = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "false_reject_rate", "escape_rate")
     print(json.dumps({k: m[k] for k in keys}))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
+    from model.export import export_onnx, sidecar_path
+
+    try:
+        path, info = export_onnx(args.model, args.out, check=not args.no_check)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    print(json.dumps({"onnx": str(path), "description": str(sidecar_path(path)),
+                      "opset": info.opset, "weights_sha256": info.weights_sha256,
+                      "max_abs_logit_diff": info.max_abs_logit_diff}))
     return 0

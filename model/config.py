@@ -146,8 +146,11 @@ class ScoringConfig(_Strict):
 
 
 class InferenceConfig(_Strict):
-    """Numeric mode of the Predictor."""
+    """Runtime and numeric mode of the Predictor."""
 
+    backend: Literal["torch", "onnxruntime"] = Field(
+        "torch", description="onnxruntime: the fp32 ONNX export (grdline export) on the CPU; "
+        "Predictor(backend=...) overrides it")
     cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
     gpu_precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     channels_last: bool = True

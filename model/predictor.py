@@ -4,6 +4,10 @@ Contract: ``docs/interfaces.md`` (model/). The Predictor keeps only the inferenc
 decoder, segmenter) with BatchNorm folded into the convs, in channels_last layout, and picks a
 numeric mode per device: autocast fp16/bf16 on CUDA; bf16 weights on a CPU with native bf16
 (AVX512-BF16 / AMX), fp32 on other CPUs (emulated bf16 is ~10× slower there).
+
+Backend (``inference.backend``, or the ``backend`` argument): ``torch`` (default) or
+``onnxruntime`` — the fp32 ONNX export of the same path (:mod:`model.export`) on the CPU, with
+the fp32 thresholds; pre- and post-processing (sigmoid, ROI, η) are the same code for both.
 """
 
 from __future__ import annotations
@@ -87,6 +91,18 @@ def resolve_precision(
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def _ort_precision(meta_cfg_inference, device: torch.device, precision: str | None) -> str:
+    """The onnxruntime backend serves the fp32 export on the CPU; anything else is an error."""
+    if device.type != "cpu":
+        raise ModelError(f"inference.backend 'onnxruntime' runs on the CPU only, not {device}; "
+                         "use inference.backend: torch on a GPU (autocast, CUDA graphs)")
+    want = precision or meta_cfg_inference.cpu_precision
+    if want not in ("auto", "fp32"):
+        raise ModelError(f"inference.backend 'onnxruntime' runs the fp32 export; precision "
+                         f"{want!r} needs inference.backend: torch")
+    return "fp32"
+
+
 def to_model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
     """uint8 (H, W) | (H, W, 1) | (H, W, 3) → uint8 (size, size, channels) (RGB assumed)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
@@ -137,12 +153,27 @@ class Predictor:
         device: str | torch.device | None = None,
         precision: str | None = None,
         max_batch: int = 64,
+        backend: str | None = None,
+        onnx_model: bytes | str | Path | None = None,
     ) -> None:
+        """``backend`` None = ``inference.backend`` of the config; ``onnx_model`` an export of
+        ``net`` (``grdline export``) for the onnxruntime backend, None = export in memory now."""
         self.meta = meta
         cfg = meta.config
         self.device = pick_device(device)
-        self.precision = resolve_precision(cfg.inference, self.device, precision,
-                                           meta.calibration)
+        self.backend: str = backend or cfg.inference.backend
+        self._ort = None
+        if self.backend == "onnxruntime":
+            self.precision = _ort_precision(cfg.inference, self.device, precision)
+            from model.export import ort_forward
+
+            self._ort = ort_forward(net, meta, onnx_model, torch.get_num_threads())
+        elif self.backend == "torch":
+            self.precision = resolve_precision(cfg.inference, self.device, precision,
+                                               meta.calibration)
+        else:
+            raise ModelError(f"inference.backend {self.backend!r} is not one of "
+                             "'torch', 'onnxruntime'")
         inet = InferenceNet(copy.deepcopy(net)).eval()
         if cfg.inference.fuse_norm:
             fuse_norms(inet)
@@ -153,7 +184,7 @@ class Predictor:
         self._memory_format = (
             torch.channels_last if cfg.inference.channels_last else torch.contiguous_format
         )
-        self.net = inet.to(memory_format=self._memory_format)
+        self.net = None if self._ort is not None else inet.to(memory_format=self._memory_format)
         self.max_batch = max_batch
         self.version: str = meta.version
         self.image_size: int = cfg.image_size
@@ -167,11 +198,21 @@ class Predictor:
     @classmethod
     def load(
         cls, model_dir: str | Path, device: str | torch.device | None = None,
-        precision: str | None = None, max_batch: int = 64,
+        precision: str | None = None, max_batch: int = 64, backend: str | None = None,
     ) -> Predictor:
-        """Load an artefact directory (never unpickles); ``device=None`` = CUDA if available."""
+        """Load an artefact directory (never unpickles); ``device=None`` = CUDA if available.
+
+        ``backend`` None = the artefact's ``inference.backend``; ``onnxruntime`` uses
+        ``<dir>/model.onnx`` when it was exported from these weights, else exports in memory.
+        """
         net, meta = load(model_dir)
-        return cls(net, meta, device=device, precision=precision, max_batch=max_batch)
+        onnx_model = None
+        if (backend or meta.config.inference.backend) == "onnxruntime":
+            from model.export import find_export
+
+            onnx_model = find_export(model_dir, meta)
+        return cls(net, meta, device=device, precision=precision, max_batch=max_batch,
+                   backend=backend, onnx_model=onnx_model)
 
     def set_thresholds(self, image: float | None = None, pixel: float | None = None) -> None:
         """Change τ and/or τ_px live (serving reconfigure)."""
@@ -191,8 +232,11 @@ class Predictor:
         x = x.to(dtype) / 255.0
         ctx = (torch.autocast("cuda", dtype=_DTYPES[self.precision]) if self._autocast
                else contextlib.nullcontext())
-        with ctx:
-            _, logits = self.net(x)
+        if self._ort is not None:
+            logits = self._ort(x)
+        else:
+            with ctx:
+                _, logits = self.net(x)
         heat = torch.sigmoid(logits.float())
         r = torch.from_numpy(rois).to(self.device)[:, None]
         heat = heat * r
