@@ -48,7 +48,7 @@ def test_model_failing_every_frame_then_recovering(
     with running(cfg) as ingress:
         wait_assigned(ingress)
         decisions = watch()
-        streamer = Streamer(kafka_settings, cfg.topics.frames, w.records, rate_hz=12)
+        streamer = Streamer(kafka_settings, cfg.topics.frames, w, rate_hz=12)
         streamer.start()
         wait_decided_count(decisions, 24, 90)
         flag.touch()

@@ -32,16 +32,16 @@ from .conftest import (
     workload,
 )
 
-DEADLINE_MS = 1500
+DEADLINE_MS = 5000
 
 
 def test_redelivered_and_replayed_frames_send_no_new_rejects(
     app_config, kafka_settings, redis_client, redis_prefix, serve_instance, tmp_path
 ):
-    w = workload(cameras=3, per_camera=20, seed=7, deadline_ms=DEADLINE_MS)
+    w = workload(cameras=3, per_camera=20, seed=7)
     cfg = line_config(app_config, w)
     with running(cfg):
-        Streamer(kafka_settings, cfg.topics.frames, w.records, rate_hz=30).start()
+        Streamer(kafka_settings, cfg.topics.frames, w, rate_hz=30, deadline_ms=DEADLINE_MS).start()
         wait_all_decided(redis_client, redis_prefix, w.ids, 120)
     first = assert_line_promise(w, redis_client, redis_prefix, kafka_settings, cfg.topics.rejects)
     n_rejects = len(first.rejects)

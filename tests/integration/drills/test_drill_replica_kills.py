@@ -46,7 +46,7 @@ def test_drill1_ingress_replica_killed_mid_stream(
     with running(cfg) as ingress:
         wait_assigned(ingress)
         decisions = watch()
-        streamer = Streamer(kafka_settings, cfg.topics.frames, w.records, rate_hz=15)
+        streamer = Streamer(kafka_settings, cfg.topics.frames, w, rate_hz=15)
         streamer.start()
         wait_decided_count(decisions, 30, 90)
         victim = ingress.stats.remote().result()
@@ -76,7 +76,7 @@ def test_drill2_model_replica_killed_mid_batch(
     with running(cfg) as ingress:
         wait_assigned(ingress)
         decisions = watch()
-        streamer = Streamer(kafka_settings, cfg.topics.frames, w.records, rate_hz=15)
+        streamer = Streamer(kafka_settings, cfg.topics.frames, w, rate_hz=15)
         streamer.start()
         wait_decided_count(decisions, 30, 90)
         actor, name = _serve_actor(cfg.app_name, "GRDNetModel")
