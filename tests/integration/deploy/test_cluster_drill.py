@@ -1,0 +1,217 @@
+"""Fault drills on the clustered local stack (real processes): while frames stream through the
+line, (1) SIGKILL the broker that leads every frames partition, (2) SIGKILL a Ray worker node (its
+raylet and the model and ingress replicas on it). Each time: every frame sent has exactly its
+result in Redis, no dead letter, at most one reject command per item, and the line recovers by
+itself; the test prints how long that took.
+
+Every frame is judged defective (live ``user_config`` threshold -1): each item, seen by four
+cameras, must give exactly one reject command, through redeliveries and rebalances.
+
+Sized for 2 shared cores: 64-px frames, a tiny untrained model, 4 cameras x 15 fps, ~1,200 frames
+per drill. Run: ``flock /tmp/grdline-it.lock .venv/bin/python -m pytest tests/integration/deploy -s``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+
+from .conftest import FRAME_SIZE, load_cluster, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+
+CAMERAS = 4
+FPS = 15            # per camera
+FRAMES_PER_CAMERA = 300
+KILL_AFTER_S = 6.0  # into the stream
+
+
+@dataclass
+class Stream:
+    """Frames published at a steady pace from a thread; when each frame's result appeared."""
+
+    frame_ids: list[str]
+    item_ids: set[str]
+    sent_at: dict[str, float] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+def _frames(run_id: str):
+    from ingest.contract import FrameMeta
+    from ingest.simulator import SimulatedCamera
+
+    out = []
+    for c in range(CAMERAS):
+        cam = SimulatedCamera(line_id="L1", camera_id=f"cam{c}", fps=None, defect_rate=0.4, seed=7,
+                              size=FRAME_SIZE, n_frames=FRAMES_PER_CAMERA, run_id=run_id)
+        out.extend((f, FrameMeta.from_captured(f, "png")) for f in cam)
+        cam.close()
+    # interleave the cameras as they would arrive
+    return sorted(out, key=lambda fm: (int(fm[1].frame_id.rsplit(".", 1)[1]), fm[1].camera_id))
+
+
+def _publish(stream: Stream, frames, publisher) -> None:
+    try:
+        t0 = time.monotonic()
+        for i, (frame, meta) in enumerate(frames):
+            delay = t0 + i / (CAMERAS * FPS) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            publisher.publish(frame.image, meta)
+            stream.sent_at[meta.frame_id] = time.monotonic()
+        publisher.flush(timeout=120)
+    except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        stream.error = exc
+    finally:
+        stream.done.set()
+
+
+def _done_ids(client, frame_ids) -> set[str]:
+    from inference.contracts import result_key
+
+    pipe = client.pipeline(transaction=False)
+    for fid in frame_ids:
+        pipe.exists(result_key("grdline", fid))
+    return {fid for fid, ok in zip(frame_ids, pipe.execute(), strict=True) if ok}
+
+
+def _topic_values(bootstrap: str, topic: str) -> list[bytes]:
+    """Every record value of ``topic`` up to its current end."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        values = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                values.extend(r.value for r in batch)
+        return values
+    finally:
+        consumer.close()
+
+
+def _drill(cluster, fault, name: str) -> dict[str, float]:
+    """Stream, inject ``fault()`` KILL_AFTER_S in, wait for every result; check and time it."""
+    import redis
+
+    from inference.contracts import RejectCommand
+    from ingest.producer import FramePublisher
+    from ingest.settings import KafkaSettings
+
+    c = load_cluster()
+    settings = KafkaSettings(bootstrap_servers=c.bootstrap_servers())
+    client = redis.Redis(host=c.HOST, port=c.REDIS_PORT)
+    run_id = f"{name}-{uuid.uuid4().hex[:6]}"
+    frames = _frames(run_id)
+    ids = [m.frame_id for _, m in frames]
+    stream = Stream(ids, {m.item_id for _, m in frames})
+    publisher = FramePublisher(settings, camera_partitions={f"cam{i}": i for i in range(CAMERAS)}).start()
+    thread = threading.Thread(target=_publish, args=(stream, frames, publisher), daemon=True)
+    t_start = time.monotonic()
+    thread.start()
+    time.sleep(KILL_AFTER_S)
+    sent_before = [fid for fid in ids if fid in stream.sent_at]
+    t_kill = time.monotonic()
+    fault()
+    # poll results: when the frames sent before the kill are all done, the longest pause in
+    # completions after the kill, when everything is done
+    done: set[str] = set()
+    last_progress, longest_gap, before_done_at = t_kill, 0.0, None
+    deadline = t_kill + 300
+    while len(done) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pending = [fid for fid in ids if fid not in done and fid in stream.sent_at]
+        new = _done_ids(client, pending) if pending else set()
+        now = time.monotonic()
+        if new:
+            done |= new
+            last_progress = now
+        elif pending:
+            longest_gap = max(longest_gap, now - last_progress)
+        if before_done_at is None and all(fid in done for fid in sent_before):
+            before_done_at = now
+    t_all = time.monotonic()
+    thread.join(timeout=60)
+    publisher.close()
+    assert stream.error is None, f"publishing failed: {stream.error!r}"
+    assert publisher.failed == 0, f"{publisher.failed} frames not acknowledged: {list(publisher.failures)[:3]}"
+    missing = [fid for fid in ids if fid not in done]
+    assert not missing, f"{len(missing)} of {len(ids)} frames have no result, e.g. {missing[:3]}"
+    # at most one reject command per item; no dead letter
+    rejects = [RejectCommand.from_kafka(v) for v in _topic_values(c.bootstrap_servers(), "rejects")]
+    per_item = Counter(r.item_id for r in rejects if r.item_id in stream.item_ids)
+    twice = {k: v for k, v in per_item.items() if v > 1}
+    assert not twice, f"items rejected more than once: {dict(list(twice.items())[:5])}"
+    # every frame is defective in the drill (threshold -1), so every item is rejected: exactly once
+    never = stream.item_ids - set(per_item)
+    assert not never, f"{len(never)} items never rejected, e.g. {sorted(never)[:3]}"
+    dead = _topic_values(c.bootstrap_servers(), "frames.dlq")
+    assert not dead, f"{len(dead)} dead letters during the drill"
+    client.close()
+    times = {
+        "frames": len(ids), "sent_before_kill": len(sent_before),
+        "stream_s": max(stream.sent_at.values()) - t_start,
+        "before_kill_done_s": (before_done_at or t_all) - t_kill,
+        "longest_stall_s": longest_gap, "all_done_after_kill_s": t_all - t_kill,
+        "items_rejected": len(per_item),
+    }
+    print(f"\n[{name}] " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in times.items()))
+    return times
+
+
+def test_kill_the_frames_leader_broker(cluster):
+    c = load_cluster()
+    leaders = cluster.leaders("frames")
+    victim = Counter(leaders.values()).most_common(1)[0][0]
+    assert victim == 1 and set(leaders.values()) == {1}, leaders  # preferred leader of every partition
+    failover = {}
+
+    def fault() -> None:
+        t = time.monotonic()
+        cluster.kill_broker(victim)
+        wait_for(lambda: all(v not in (victim, -1) for v in cluster.leaders("frames").values()), 60,
+                 "new leaders for every frames partition")
+        failover["leaders_moved_s"] = time.monotonic() - t
+
+    times = _drill(cluster, fault, "broker")
+    print(f"[broker] kafka-{victim} killed; frames leaders moved after {failover['leaders_moved_s']:.1f}s "
+          f"to {cluster.leaders('frames')}")
+    # bring it back (a replaced host) for the next drill: it catches up and rejoins every ISR
+    t = time.monotonic()
+    cluster.start_broker(victim)
+    wait_for(lambda: all(len(isr) == len(c.BROKERS) for isr in cluster.in_sync("frames").values()),
+             180, "the restarted broker back in every frames partition's ISR", state=lambda: cluster.in_sync("frames"))
+    print(f"[broker] kafka-{victim} restarted; back in every frames ISR after {time.monotonic() - t:.1f}s")
+    assert times["all_done_after_kill_s"] < 300
+
+
+def test_kill_a_ray_worker_node(cluster):
+    victim = "w2"
+    assert cluster.replica_nodes() == {"GRDNetModel": ["w1", "w2"], "LineIngress": ["w1", "w2"]}
+    killed: list[int] = []
+
+    def fault() -> None:
+        killed.extend(cluster.kill_ray_node(victim))
+
+    times = _drill(cluster, fault, "ray-node")
+    print(f"[ray-node] {victim}: {len(killed)} processes killed (raylet, agents, replicas); "
+          f"the line ran on w1 meanwhile: {cluster.replica_nodes()}")
+    # a new host joins (what the autoscaler does on a real cluster): Serve places the replicas
+    t = time.monotonic()
+    cluster.start_ray_node(victim)
+    wait_for(lambda: cluster.replica_nodes() == {"GRDNetModel": ["w1", "w2"], "LineIngress": ["w1", "w2"]},
+             300, "replicas back on both workers", state=cluster.replica_nodes)
+    print(f"[ray-node] {victim} rejoined; replicas spread again after {time.monotonic() - t:.1f}s")
+    assert times["all_done_after_kill_s"] < 300
