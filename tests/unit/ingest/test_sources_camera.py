@@ -188,6 +188,7 @@ def test_a_stalled_camera_does_not_burst_afterwards():
     pub = RecordingPublisher()
     run_cameras([Slow("a", 6)], pub, encoding="raw", fps=20.0)
     t = [s[0] for s in pub.sent]
-    # no burst after the stall: the four frames after it still span three 50 ms intervals (a burst
-    # would send them at once; a busy machine only stretches the span)
-    assert t[5] - t[2] >= 3 * 0.05 - 0.005, t
+    # no burst after the stall: the four frames after it still span three 50 ms intervals, less at
+    # most one interval when the first of them is itself late without re-anchoring (a busy machine);
+    # a burst would send them all at once
+    assert t[5] - t[2] >= 2 * 0.05 - 0.005, t
