@@ -9,7 +9,8 @@ a unit test checks the committed files are what the code generates, byte for byt
 * ``dashboards/grdline.yaml`` — mount at ``/etc/grafana/provisioning/dashboards/``; a file
   provider reading :data:`GRAFANA_DASHBOARDS_PATH`;
 * ``json/<uid>.json`` — one file per dashboard; mount (or copy into a ConfigMap) at
-  :data:`GRAFANA_DASHBOARDS_PATH`.
+  :data:`GRAFANA_DASHBOARDS_PATH`. Grafana's file provider walks sub-folders and reads only
+  ``*.json``, so mounting a whole exported folder there works as well.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dashboards.settings import GrafanaSettings
 
 PROVISIONING_DIR = Path(__file__).resolve().parent / "provisioning"
 #: Where Grafana reads the dashboard JSON (inside the Grafana container / pod).
-GRAFANA_DASHBOARDS_PATH = "/var/lib/grafana/dashboards/grdline"
+GRAFANA_DASHBOARDS_PATH = "/var/lib/grafana/dashboards"
 #: Environment variable of the Grafana process holding the Prometheus URL.
 PROMETHEUS_URL_ENV = "GRDLINE_PROMETHEUS_URL"
 
