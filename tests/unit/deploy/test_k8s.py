@@ -37,14 +37,14 @@ CRDS = {
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, list[dict]]:
-    """``kubectl kustomize`` of each overlay, on a copy of deploy/k8s with the dashboard JSON
-    exported into it (that file is generated, not committed)."""
+    """``kubectl kustomize`` of each overlay, on a copy of deploy/k8s with the dashboards' JSON
+    written into it (those copies are generated, not committed)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl (with its built-in kustomize) is not installed on this machine")
     root = tmp_path_factory.mktemp("k8s") / "k8s"
     shutil.copytree(DEPLOY / "k8s", root)
-    load_render().write_k8s_dashboard(root / "base" / "grafana" / "dashboards" / "grdline-line.json")
+    load_render().write_k8s_dashboards(root / "base" / "grafana" / "dashboards")
     out = {}
     for overlay in OVERLAYS:
         proc = subprocess.run([kubectl, "kustomize", str(root / "overlays" / overlay)],
@@ -145,6 +145,11 @@ def test_cross_references(built, overlay):
     assert endpoints["GRDLINE_KAFKA_BOOTSTRAP_SERVERS"].startswith(f"{kafka['metadata']['name']}-kafka-bootstrap:")
     dashboards = _one(docs, "ConfigMap", "grdline-dashboards")
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert set(dashboards["data"]) == set(load_render().k8s_dashboards()), "a dashboard is missing"
+    from dashboards.grafana import DEFAULT_DATASOURCE_UID
+
+    ds = yaml.safe_load(_one(docs, "ConfigMap", "grdline-grafana-datasource")["data"]["grdline-datasource.yaml"])
+    assert ds["datasources"][0]["uid"] == DEFAULT_DATASOURCE_UID
 
 
 def test_only_files_in_kustomizations_exist():
