@@ -58,8 +58,8 @@ def register(subparsers) -> None:
     x = subparsers.add_parser("export", help="export a model's serving path (ONNX, fp32)")
     x.add_argument("--model", required=True, help="model directory")
     x.add_argument("--format", choices=["onnx"], default="onnx",
-                   help="onnx only (TorchScript: beaten by ONNX Runtime at batch 1, no gain "
-                        "at 8-32, and its files are pickles; benchmarks/bench_runtimes.py)")
+                   help="onnx only (TorchScript was never the fastest runtime in "
+                        "benchmarks/bench_runtimes.py, and its files are pickles)")
     x.add_argument("--out", help="file to write (default: <model>/model.onnx); the JSON "
                                  "description goes next to it as <file>.json")
     x.add_argument("--no-check", action="store_true",

@@ -18,9 +18,10 @@ Files, next to the artefact by default::
                             weights and of the .onnx, fp32 thresholds, post-processing
 
 TorchScript is not exported (decision, measured by ``benchmarks/bench_runtimes.py`` on the
-``line`` profile): a traced and frozen module is ~1.3× eager fp32 at batch 1, where ONNX Runtime
-is ~1.6×, and no faster at batch 8–32, where native bf16 is 1.5–1.9×; ``torch.jit`` is deprecated,
-and a TorchScript archive is a zip of pickles, which the artefact rules refuse to load.
+``line`` profile, 2 shared cores): a traced and frozen module was never the fastest variant — at
+batch 1 about 1.3× eager fp32 where ONNX Runtime was 1.4–1.6×, at batch 8–32 0.9–1.0× eager's
+CPU time per image where native bf16 took 0.5–0.7× — ``torch.jit`` is deprecated, and a
+TorchScript archive is a zip of pickles, which the artefact rules refuse to load.
 """
 
 from __future__ import annotations
