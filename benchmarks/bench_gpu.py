@@ -244,6 +244,7 @@ class Bench:
         self.save()
 
     def add(self, row: dict) -> None:
+        self.result["rows"].append(row)
         base = next((r for r in self.result["rows"] if r["profile"] == row["profile"]
                      and r["batch"] == row["batch"] and r["precision"] == "fp32"
                      and r["format"] == "channels_last" and r["mode"] == "eager"), None)
@@ -252,7 +253,6 @@ class Bench:
         flops = self.result["profiles"][row["profile"]]["gflop_per_image"] * 1e9
         row["tflops"] = flops * row["images_per_s"] / 1e12
         row["share_of_conv_rate"] = row["tflops"] / peak if peak else None
-        self.result["rows"].append(row)
         r = row["ratio_to_eager_fp32"]
         print(f"  {row['profile']:5} {row['precision']:4} {row['format']:14} {row['mode']:10} "
               f"b{row['batch']:<3} {row['images_per_s']:9.0f} img/s "
@@ -311,6 +311,11 @@ class Bench:
         for prof, (net, cfg, x8, roi, ref) in nets.items():
             for p in precisions:
                 for fmt in ("channels_last", "contiguous"):
+                    if self.elapsed() > args.budget_s:
+                        self.skip({"profile": prof, "precision": p, "format": fmt,
+                                   "mode": "eager/cudagraph"},
+                                  f"--budget-s {args.budget_s:.0f} s spent")
+                        continue
                     mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
                     step = make_step(net.to(memory_format=mf), p, fmt == "channels_last",
                                      cfg.pool_kernel)
@@ -322,27 +327,25 @@ class Bench:
                             self.measure(prof, p, fmt, "cudagraph",
                                          lambda xb, rb, step=step: graphed(step, xb, rb),
                                          ref, x8, roi)
-        # 2. torch.compile, with and without CUDA graphs, channels_last, while the budget lasts
+        # 2. torch.compile, channels_last, while the budget lasts: the likely serving choices
+        # first (with CUDA graphs, low precision), each for every profile
         last_compile = 0.0
-        for prof, (net, cfg, x8, roi, ref) in nets.items():
-            net = net.to(memory_format=torch.channels_last)
-            for p in precisions:
-                for mode, compile_mode in (("compile+cg", "reduce-overhead"),
-                                           ("compile", None)):
-                    what = {"profile": prof, "precision": p, "format": "channels_last",
-                            "mode": mode}
-                    if mode not in args.modes:
-                        continue
-                    if self.elapsed() + 2 * last_compile > args.budget_s:
-                        self.skip(what, f"--budget-s {args.budget_s:.0f} s spent")
-                        continue
-                    t = time.perf_counter()
-                    try:
-                        self.compiled(prof, p, mode, compile_mode, net, cfg, x8, roi, ref)
-                    except Exception as exc:  # a benchmark reports what failed and goes on
-                        traceback.print_exc()
-                        self.skip(what, f"{type(exc).__name__}: {str(exc)[:300]}")
-                    last_compile = time.perf_counter() - t
+        order = [(m, c, p) for m, c in (("compile+cg", "reduce-overhead"), ("compile", None))
+                 for p in ("bf16", "fp16", "fp32") if p in precisions and m in args.modes]
+        for mode, compile_mode, p in order:
+            for prof, (net, cfg, x8, roi, ref) in nets.items():
+                what = {"profile": prof, "precision": p, "format": "channels_last", "mode": mode}
+                if self.elapsed() + 2 * last_compile > args.budget_s:
+                    self.skip(what, f"--budget-s {args.budget_s:.0f} s spent")
+                    continue
+                t = time.perf_counter()
+                try:
+                    self.compiled(prof, p, mode, compile_mode,
+                                  net.to(memory_format=torch.channels_last), cfg, x8, roi, ref)
+                except Exception as exc:  # a benchmark reports what failed and goes on
+                    traceback.print_exc()
+                    self.skip(what, f"{type(exc).__name__}: {str(exc)[:300]}")
+                last_compile = time.perf_counter() - t
 
     def compiled(self, prof, p, mode, compile_mode, net, cfg, x8, roi, ref) -> None:
         reset_dynamo()

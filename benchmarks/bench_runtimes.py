@@ -6,10 +6,10 @@
 
 Each variant is a :class:`~model.predictor.Predictor` of the same weights (default: an untrained
 ``line`` model, 128 px RGB, with non-trivial BatchNorm statistics; ``--model`` for a trained
-artefact, whose accuracy numbers mean more), timed on the same uint8 batches through the Predictor's tensor path (uint8 → float,
-network, sigmoid, ROI, η; per-image resizing and mask extraction are the same for every variant and
-left out). ``torchscript`` (trace + freeze of the fused fp32 module) is measured only to decide
-whether it earns a place; it is not a serving option.
+artefact, whose accuracy numbers mean more), timed on the same uint8 batches through the
+Predictor's tensor path (uint8 → float, network, sigmoid, ROI, η; per-image resizing and mask
+extraction are the same for every variant and left out). ``torchscript`` (trace + freeze of the
+fused fp32 module) is measured only to decide whether it earns a place; it is not a serving option.
 
 Variants are timed round-robin within each repeat, so a neighbour's load hits them alike; the
 table gives the median images/s, the **ratio to eager fp32 at the same batch** (the number to
@@ -232,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['max_abs_score_diff']:>9.1e} {r['max_abs_heat_diff']:>10.1e}")
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
+    best = result["recommended"].items()
     print("fastest accurate variant per batch: " + ", ".join(
-        f"b{b} {v['variant']} ({v['ratio_to_fp32']:.2f}×)" for b, v in result["recommended"].items()))
+        f"b{b} {v['variant']} ({v['ratio_to_fp32']:.2f}×)" for b, v in best))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out} ({result['seconds']:.0f} s)")
