@@ -115,6 +115,27 @@ def test_stale_or_changed_export_is_ignored(exported, tmp_path):
     assert find_export(d, meta) is None
 
 
+def test_stale_export_is_replaced_in_memory_and_out_path(exported, tmp_path, monkeypatch):
+    """Without a matching model.onnx the Predictor exports in memory; --out FILE writes FILE and
+    FILE.json and leaves the artefact alone (the exporter is stubbed: the real one ran above)."""
+    import model.export as ex
+
+    good = (exported / ONNX_FILE).read_bytes()
+    calls = []
+    monkeypatch.setattr(ex, "onnx_bytes", lambda net, fuse_norm=True: calls.append(1) or good)
+    d = tmp_path / "m"
+    shutil.copytree(exported, d)
+    (d / ONNX_FILE).write_bytes(b"not onnx")
+    p = Predictor.load(d, device="cpu", backend="onnxruntime")
+    assert calls == [1] and p.backend == "onnxruntime"
+    before = (d / "model.json").read_text()
+    out = tmp_path / "x" / "g.onnx"
+    assert main(["export", "--model", str(d), "--out", str(out), "--no-check"]) == 0
+    assert out.read_bytes() == good
+    assert OnnxMeta.model_validate_json((tmp_path / "x" / "g.onnx.json").read_text())
+    assert (d / "model.json").read_text() == before
+
+
 def test_startup_errors_name_the_field(exported, monkeypatch):
     net, meta = load(exported)
     path = exported / ONNX_FILE
