@@ -23,7 +23,9 @@ def _ray_gcs(address: str) -> bool:
 
 
 def _get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
+    token = os.environ.get("RAY_AUTH_TOKEN")  # Ray's token authentication, when the node uses it
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S) as r:
         return r.read()
 
 

@@ -27,7 +27,8 @@ from ._render import DEPLOY
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 SPEC = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
-ENV = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "not-a-secret-test-value"}
+ENV = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "not-a-secret-test-value",
+       "RAY_AUTH_TOKEN": "not-a-secret-test-token"}
 
 
 def _docker_compose() -> str:
@@ -50,10 +51,12 @@ def test_docker_compose_config_accepts_the_file():
                                          "camera", "topics"}
 
 
-def test_grafana_password_is_required_from_the_environment():
-    env = {k: v for k, v in ENV.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+@pytest.mark.parametrize("secret", ["GRAFANA_ADMIN_PASSWORD", "RAY_AUTH_TOKEN"])
+def test_secrets_are_required_from_the_environment(secret):
+    env = {k: v for k, v in ENV.items() if k != secret}
     proc = _config("-q", env=env)
-    assert proc.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in proc.stderr
+    assert proc.returncode != 0 and secret in proc.stderr
+    assert "not-a-secret" not in COMPOSE_FILE.read_text()
 
 
 @pytest.mark.parametrize("which", ["as written", "as resolved by docker-compose config"])
@@ -90,5 +93,6 @@ def test_wiring():
     mounts = " ".join(str(v) for v in s["prometheus"]["volumes"])
     assert "prometheus.yml" in mounts and "grdline-rules.yml" in mounts
     assert any("dashboards/provisioning" in str(v) for v in s["grafana"]["volumes"])
-    for name in ("ray-head", "camera", "ray-cpu-worker"):
+    for name in ("ray-head", "camera", "ray-cpu-worker", "ray-gpu-worker"):
         assert s[name]["environment"]["GRDLINE_KAFKA_BOOTSTRAP_SERVERS"].count("kafka-") == 3
+        assert s[name]["environment"]["RAY_AUTH_MODE"] == "token"
