@@ -106,6 +106,8 @@ def _one(docs: list[dict], kind: str, name: str | None = None) -> dict:
 def test_cross_references(built, overlay):
     docs = built[overlay]
     rs = _one(docs, "RayService")
+    # what kubectl applies still carries the one Serve config, unchanged by kustomize
+    assert rs["spec"]["serveConfigV2"] == load_render().SERVE_CONFIG.read_text()
     cluster = rs["spec"]["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True
     (group,) = cluster["workerGroupSpecs"]
