@@ -5,6 +5,7 @@ Serve app deployed with ``serve deploy`` — real processes on ports of their ow
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -63,6 +64,11 @@ def cluster(tmp_path_factory) -> Iterator[object]:
         stopped = cl.down(fast=True)
         print(f"cluster down: {', '.join(stopped)}")
         assert not cl.ray_pids(), "Ray processes left behind"
+        # keep Serve's logs with the test's state (pytest keeps the last runs), drop Ray's session
+        serve_logs = cl.ray_temp / "session_latest" / "logs" / "serve"
+        if serve_logs.is_dir():
+            shutil.copytree(serve_logs, cl.state / "serve-logs", dirs_exist_ok=True)
+        shutil.rmtree(cl.ray_temp, ignore_errors=True)
         from inference.stack_cli import load_stack
 
         stack = load_stack()
