@@ -148,6 +148,7 @@ def open_checkpoint(cfg: ServeAppConfig, complete: Callable[[Any], bool]) -> Che
     producer = KafkaProducer(
         **cfg.kafka.client_kwargs(), acks="all", linger_ms=1, max_request_size=DLQ_MAX_MESSAGE_BYTES,
         delivery_timeout_ms=s.delivery_timeout_ms, request_timeout_ms=max(500, s.delivery_timeout_ms // 2),
+        reconnect_backoff_ms=50, reconnect_backoff_max_ms=cfg.ingress.reconnect_backoff_max_ms,
     )
     delivery_s = s.delivery_timeout_ms / 1000.0
     cp = Checkpoint(

@@ -40,6 +40,10 @@ class ModelTuning(_Strict):
     batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=5.0)
     threshold: float | None = None
     pixel_threshold: float | None = None
+    #: Fault injection for drills, honoured by the stand-in model only (a real model refuses it):
+    #: ``raise`` = every predict raises, ``nan`` = every score is NaN. Live, so a drill can make the
+    #: model fail and then recover without a restart.
+    fault: Literal["raise", "nan"] | None = None
 
 
 class StandInModel(_Strict):
@@ -107,7 +111,7 @@ class IngressSettings(_Strict):
     #: Health turns red when the oldest frame in flight was polled longer ago than this (a frame
     #: stuck between poll and commit stalls its partition's watermark).
     max_inflight_age_s: float = Field(default=120.0, gt=0)
-    #: Health turns red when the consumer loop has not gone round for this long.
+    #: Health turns red when the consumer loop has not gone round, or every poll failed, for this long.
     consumer_stall_s: float = Field(default=60.0, gt=0)
     #: Model calls per group before its frames go to the fail-safe policy.
     model_attempts: int = Field(default=3, ge=1)
@@ -123,6 +127,9 @@ class IngressSettings(_Strict):
     #: How long one offset commit may block the consumer thread (a broker restart); a commit that
     #: fails is retried at the next interval.
     commit_timeout_ms: int = Field(default=5_000, ge=100)
+    #: Ceiling of kafka-python's reconnect backoff (its default is 30 s) for the ingress consumer and
+    #: producer: after a broker restart decisions resume within about this long, not half a minute.
+    reconnect_backoff_max_ms: int = Field(default=1_000, ge=50)
     #: Sink flush: at most this many results, or after this many ms from the first one.
     sink_flush_max: int = Field(default=64, ge=1)
     sink_flush_interval_ms: float = Field(default=5.0, ge=0)
@@ -264,6 +271,8 @@ class ServeAppConfig(_Strict):
     def _one_model(self) -> ServeAppConfig:
         if (self.model_dir is None) == (self.standin is None):
             raise ValueError("exactly one of model_dir and standin must be set")
+        if self.tuning.fault is not None and self.standin is None:
+            raise ValueError("tuning.fault is for the stand-in model only")
         return self
 
     def recipe(self, name: str) -> RecipeSettings:

@@ -17,9 +17,10 @@ loop never touches it. The thread:
 4. reports consumer lag (``highwater - position``) per partition about once a second.
 
 Nothing a record carries stops this thread: any exception while reading or decoding one record
-makes it a :class:`PolledFrame` with ``error`` set (dead-lettered by the decision core). An error
-raised by ``poll()`` itself while kafka-python parses a record (a header key that is not UTF-8, a
-corrupt batch) is located through the fetcher's in-line partition records (the partition and the
+makes it a :class:`PolledFrame` with ``error`` set (dead-lettered by the decision core). A header key
+that is not UTF-8 reaches this thread as text with lone surrogates (:mod:`inference.kafka_compat`)
+and is dead-lettered as an invalid header. An error raised by ``poll()`` itself while kafka-python
+parses a record (a corrupt batch) is located through the fetcher's in-line partition records (the partition and the
 ``next_fetch_offset`` it failed at — kafka-python keeps no public handle on it); the consumer seeks
 past that offset and hands over a stub frame (no value, no headers) carrying the error, so the bad
 record is dead-lettered and the partition goes on. A poll error that cannot be located (connection
@@ -125,6 +126,7 @@ class FrameConsumer(threading.Thread):
         self._prefix_of = prefix_of
         self._seek_back: dict[Any, int] = {}
         self.last_loop = time.monotonic()
+        self.last_poll_ok = time.monotonic()
         self.poll_errors = 0
         self.skipped = 0
         self.commit_errors = 0
@@ -146,6 +148,7 @@ class FrameConsumer(threading.Thread):
         try:
             self._consumer = self._open()
             log.info("subscribed to %s in group %s", self._cfg.topics.frames, self._cfg.ingress.group_id)
+            self.last_poll_ok = time.monotonic()
             self.ready.set()
             self._loop()
             self._shutdown()
@@ -159,6 +162,9 @@ class FrameConsumer(threading.Thread):
     def _open(self) -> Any:
         from kafka import KafkaConsumer
 
+        from inference.kafka_compat import tolerate_non_utf8_header_keys
+
+        tolerate_non_utf8_header_keys()
         c = self._cfg.ingress
         consumer = KafkaConsumer(
             **self._cfg.kafka.client_kwargs(),
@@ -170,6 +176,8 @@ class FrameConsumer(threading.Thread):
             heartbeat_interval_ms=c.heartbeat_interval_ms,
             fetch_max_bytes=c.fetch_max_bytes,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            reconnect_backoff_ms=50,
+            reconnect_backoff_max_ms=c.reconnect_backoff_max_ms,
         )
         consumer.subscribe([self._cfg.topics.frames], listener=_Listener(self))
         return consumer
@@ -252,12 +260,14 @@ class FrameConsumer(threading.Thread):
                 error=_UnreadableRecord(f"record unreadable by the Kafka client: {type(exc).__name__}: {exc}"),
             )])
             return
+        self.last_poll_ok = time.monotonic()
         if batch:
             self._hand_over(batch)
 
     def _hand_over(self, batch: dict[Any, list[Any]]) -> None:
+        from inference.kafka_compat import has_undecodable_key, printable_headers
         from ingest.contract import decode_frame
-        from ingest.errors import FrameError
+        from ingest.errors import FrameError, InvalidHeaderError
 
         received = time.time()
         out: list[PolledFrame] = []
@@ -270,6 +280,10 @@ class FrameConsumer(threading.Thread):
                 headers: list[tuple[str, bytes]] = []
                 try:
                     headers = [(str(k), bytes(v) if v is not None else b"") for k, v in (rec.headers or [])]
+                    bad_key = has_undecodable_key(headers)
+                    if bad_key is not None:
+                        headers = printable_headers(headers)
+                        raise InvalidHeaderError(bad_key, "header key is not valid UTF-8")
                     meta, image = decode_frame(rec.value, headers)
                 except FrameError as exc:  # a bad frame is data, not a failure: dead-lettered
                     err = exc

@@ -255,6 +255,8 @@ class LineIngress:
             raise RuntimeError("consumer thread exited")
         if c.ready.is_set() and time.monotonic() - c.last_loop > cfg.ingress.consumer_stall_s:
             raise RuntimeError(f"consumer loop stalled for {time.monotonic() - c.last_loop:.0f}s")
+        if c.ready.is_set() and time.monotonic() - c.last_poll_ok > cfg.ingress.consumer_stall_s:
+            raise RuntimeError(f"every poll failed for {time.monotonic() - c.last_poll_ok:.0f}s")
         if self._flusher.done():
             exc = self._flusher.exception() if not self._flusher.cancelled() else None
             raise RuntimeError(f"sink task ended: {exc!r}") from exc

@@ -99,6 +99,10 @@ class GRDNetModel:
         self.infer.set_max_batch_size(tuning.max_batch_size)
         self.infer.set_batch_wait_timeout_s(tuning.batch_wait_timeout_s)
         self._predictor.set_thresholds(image=tuning.threshold, pixel=tuning.pixel_threshold)
+        if tuning.fault is not None and not hasattr(self._predictor, "fault"):
+            raise ValueError("tuning.fault is for the stand-in model only")
+        if hasattr(self._predictor, "fault"):
+            self._predictor.fault = tuning.fault
         self._tuning = tuning
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -116,8 +120,15 @@ class GRDNetModel:
         p = self._predictor
         shape = (p.image_size, p.image_size) if p.channels == 1 else (p.image_size, p.image_size, 3)
         imgs = [np.zeros(shape, np.uint8) for _ in range(self._tuning.max_batch_size)]
-        for _ in range(n):
-            p.predict(imgs)
+        fault = getattr(p, "fault", None)
+        if fault is not None:
+            p.fault = None  # an injected fault applies to traffic, not to the warm-up
+        try:
+            for _ in range(n):
+                p.predict(imgs)
+        finally:
+            if fault is not None:
+                p.fault = fault
 
     def _predict_batch(self, reqs: list[ModelRequest]) -> list[ModelReply | ModelFailure]:
         started = time.time()

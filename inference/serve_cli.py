@@ -1,8 +1,9 @@
 """``grdline serve`` and ``grdline results tail``.
 
 * ``grdline serve --model DIR`` starts a local Ray (metrics on ``RAY_METRICS_PORT`` so the local
-  Prometheus scrapes every replica), Serve on loopback, and the app against the local stack;
-  Ctrl-C shuts it down. ``--config YAML`` gives a full :class:`~inference.config.ServeAppConfig`.
+  Prometheus scrapes every replica), Serve, and the app against the local stack; Ctrl-C shuts it
+  down. Ray's node address and the Serve HTTP proxy bind to ``--bind`` (default ``127.0.0.1``,
+  loopback: nothing is reachable from the network unless configured). ``--config YAML`` gives a full :class:`~inference.config.ServeAppConfig`.
 * ``grdline results tail --line L`` prints the last decisions of a line from its Redis stream and
   then follows it (``--no-follow`` to stop after the backlog).
 """
@@ -26,6 +27,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model-replicas", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--bind", default="127.0.0.1",
+                   help="address Ray and the HTTP proxy bind to (default loopback)")
     p.add_argument("--http-port", type=int, default=None,
                    help="also serve the app's HTTP stats route on 127.0.0.1:PORT (default: no "
                         "HTTP proxy; frames come from Kafka, metrics go to Prometheus)")
@@ -66,11 +69,12 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     ray.init(
         num_cpus=args.num_cpus, include_dashboard=False, _metrics_export_port=RAY_METRICS_PORT,
+        _node_ip_address=args.bind,
     )
     if args.http_port is None:
         serve.start(proxy_location="Disabled")
     else:
-        serve.start(http_options={"host": "127.0.0.1", "port": args.http_port})
+        serve.start(http_options={"host": args.bind, "port": args.http_port})
     run(cfg)
     log.info("app %s running (route %s); Ctrl-C to stop", cfg.app_name, cfg.route_prefix)
     try:
@@ -88,6 +92,8 @@ def format_entry(fields: dict[bytes, bytes]) -> str:
     f = {k.decode(): v.decode() for k, v in fields.items()}
     decision = "REJECT" if f.get("decision") == "1" else "pass  "
     late = " LATE" if f.get("late") == "1" else ""
+    if f.get("failsafe") and f.get("failsafe") != "late":
+        late += f" FAILSAFE:{f['failsafe']}"
     score = f.get("score") or "-"
     return (
         f"{f.get('decided_at', '?')}  {decision}{late}  score={score:<10.8} "

@@ -36,6 +36,7 @@ class StandInPredictor:
         self.channels = cfg.channels
         self.threshold = cfg.threshold
         self.pixel_threshold = cfg.pixel_threshold
+        self.fault: str | None = None  # ModelTuning.fault: "raise" | "nan" | None
 
     def set_thresholds(self, image: float | None = None, pixel: float | None = None) -> None:
         if image is not None:
@@ -47,6 +48,8 @@ class StandInPredictor:
         self, images: Sequence[np.ndarray], rois: Sequence[np.ndarray | None] | None = None
     ) -> StandInBatch:
         t_end = time.perf_counter() + self._latency_s
+        if self.fault == "raise":
+            raise RuntimeError("stand-in fault injection: predict raises")
         scores, masks, heat = [], [], []
         for i, img in enumerate(images):
             g = np.asarray(img, dtype=np.float32)
@@ -60,6 +63,8 @@ class StandInPredictor:
             masks.append(h >= self.pixel_threshold)
             heat.append(h)
         s = np.asarray(scores, dtype=np.float32)
+        if self.fault == "nan":
+            s = np.full_like(s, np.nan)
         rest = t_end - time.perf_counter()
         if rest > 0:
             time.sleep(rest)

@@ -111,3 +111,15 @@ def test_replica_logging_shows_project_info_once(capsys, pristine_loggers):
     assert err.count("partitions assigned: [0]") == 1
     assert "not shown" not in err
     assert logging.getLogger("kafka").level == logging.WARNING
+
+
+def test_reject_takeover_must_outlast_the_delivery_timeout_and_faults_are_standin_only(tmp_path):
+    with pytest.raises(ValidationError, match="reject_takeover_s"):
+        ServeAppConfig(standin={}, sink={"delivery_timeout_ms": 30_000, "reject_takeover_s": 20})
+    with pytest.raises(ValidationError, match="stand-in"):
+        ServeAppConfig(model_dir=tmp_path, tuning={"fault": "nan"})
+    with pytest.raises(ValidationError, match="max_inflight_age_s"):
+        ServeAppConfig(standin={}, ingress={"max_inflight_age_s": 0})
+    cfg = ServeAppConfig(standin={})
+    assert cfg.replay.namespace == "replay" and cfg.replay.actuate is False
+    assert cfg.deadline.failsafe_policy == "reject" and cfg.deadline.default_bound_ms == 30_000

@@ -181,3 +181,31 @@ def test_partition_re_assigned_to_this_member_is_sought_back_to_its_watermark(se
     listener.on_partitions_revoked([TP])
     listener.on_partitions_assigned([TP])
     assert c._consumer.seeks == [(TP, 11)]  # nothing dropped the second time: no seek
+
+
+class _NotUtf8(str):
+    def encode(self, *args, **kwargs):
+        return b"\xff\xfebad"
+
+
+def test_a_non_utf8_header_key_is_read_by_the_patched_client_and_dead_lettered(setup):
+    from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+
+    from inference.kafka_compat import tolerate_non_utf8_header_keys
+
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    builder.append(0, timestamp=None, key=None, value=b"v0", headers=[("n", b"0")])
+    builder.append(1, timestamp=None, key=None, value=b"v1", headers=[(_NotUtf8("x"), b"1")])
+    builder.append(2, timestamp=None, key=None, value=b"v2", headers=[("n", b"2")])
+    buf = bytes(builder.build())
+    assert tolerate_non_utf8_header_keys()
+    recs = list(DefaultRecordBatch(buf))
+    assert [r.offset for r in recs] == [0, 1, 2]  # the batch is not lost behind the bad key
+    c, tracker, got = setup
+    c._consumer.polls = [{TP: [record(r.offset, r.value, r.headers) for r in recs]}]
+    c._poll(100, 8)
+    bad = got[1]
+    assert bad.error is not None and "not valid UTF-8" in str(bad.error)
+    assert bad.headers == [("\\xff\\xfebad", b"1")]  # writable again for the dead letter
+    assert "UTF-8" not in str(got[0].error) and "UTF-8" not in str(got[2].error)

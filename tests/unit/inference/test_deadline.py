@@ -28,3 +28,13 @@ def test_late_policies():
     assert late_decision("pass").decision is False
     with pytest.raises(ValueError, match="unknown late policy"):
         late_decision("maybe")  # type: ignore[arg-type]
+
+
+def test_deadline_arithmetic_never_overflows():
+    from inference.deadline import DeadlineError
+
+    end = datetime(9999, 12, 31, 23, 59, 59, 900000, tzinfo=UTC)
+    with pytest.raises(DeadlineError, match="out of range"):
+        deadline_at(end, 1000, None, None)
+    assert deadline_at(end, None, None, None) is None
+    assert budget_s(datetime(1, 1, 1, tzinfo=UTC), end, 5.0) < 0

@@ -204,3 +204,13 @@ def test_threads_complete_while_consumer_adds_and_commits():
     final = c.get(P0, committed[-1] if committed else None)
     assert final == n
     assert committed == sorted(committed)
+
+
+def test_in_flight_bytes_and_oldest_age_follow_completion():
+    t = tracker()
+    a = t.add(P0, 0, nbytes=100, now=10.0)
+    t.add(P0, 1, nbytes=50, now=12.0)
+    assert t.in_flight_bytes() == 150 and t.oldest_age_s(now=15.0) == 5.0
+    t.complete(a)
+    assert t.in_flight_bytes() == 50 and t.oldest_age_s(now=15.0) == 3.0
+    assert t.watermarks([P0]) == {P0: 1}

@@ -19,6 +19,7 @@ def test_serve_and_results_tail_parse(tmp_path):
     args = parser().parse_args(["serve", "--model", str(tmp_path), "--ingress-replicas", "2", "--batch-size", "8"])
     cfg = _config(args)
     assert cfg.model_dir == tmp_path and cfg.ingress.num_replicas == 2 and cfg.tuning.max_batch_size == 8
+    assert args.bind == "127.0.0.1"  # Ray and the HTTP proxy stay on loopback unless configured
     args = parser().parse_args(["results", "tail", "--line", "L1", "--no-follow"])
     assert args.line == "L1" and args.no_follow and args.func.__name__ == "_tail"
 
@@ -36,3 +37,9 @@ def test_format_entry_shows_decision_and_ids():
     late = make_result(late=True, decision=False, score=None, late_policy="pass")
     fields = {k.encode(): (v if isinstance(v, bytes) else v.encode()) for k, v in late.to_redis(with_mask=False).items()}
     assert "pass" in format_entry(fields) and "LATE" in format_entry(fields)
+
+
+def test_format_entry_marks_failsafe_decisions():
+    r = make_result(score=None, failsafe="model_failure", late_policy="reject")
+    fields = {k.encode(): (v if isinstance(v, bytes) else v.encode()) for k, v in r.to_redis(with_mask=False).items()}
+    assert "FAILSAFE:model_failure" in format_entry(fields)
