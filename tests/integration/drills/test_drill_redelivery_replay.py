@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from inference.contracts import results_prefix
+from ingest.dlq import parse_dead_letter
 from ingest.producer import FramePublisher
 from ingest.recorder import record
 from ingest.replay import archive_items, replay
@@ -23,6 +24,7 @@ from .conftest import (
     Streamer,
     assert_line_promise,
     line_config,
+    read_all,
     read_reject_commands,
     read_results,
     report,
@@ -68,13 +70,21 @@ def test_redelivered_and_replayed_frames_send_no_new_rejects(
     summary = record(cfg.topics.frames, archive, settings=kafka_settings, start_offsets=0, progress=False)
     assert summary.frames == len(w.ids)
     t0 = time.monotonic()
-    with running(cfg):
+    with running(cfg) as ingress:
         with FramePublisher(kafka_settings, cfg.topics.frames) as pub:
             stats = replay(archive_items(archive), pub, speed=None, run="drill7")
         assert stats.frames == len(w.ids) and stats.invalid == 0 and pub.failed == 0
         replay_ids = [f"{fid}@drill7.0" for fid in w.ids]
         replay_prefix = results_prefix(redis_prefix, cfg.replay.namespace)
-        wait_all_decided(redis_client, replay_prefix, replay_ids, 120)
+
+        def state():
+            dead = [parse_dead_letter(r.value, r.headers, key=r.key)
+                    for r in read_all(kafka_settings, cfg.topics.dlq, expected=1, timeout_s=2, settle_s=0.5)]
+            return {"decided": len(read_results(redis_client, replay_prefix, replay_ids)),
+                    "ingress": ingress.stats.remote().result(),
+                    "dead_letters": [(d.frame_id, d.stage, d.reason) for d in dead[:3]]}
+
+        wait_all_decided(redis_client, replay_prefix, replay_ids, 120, state=state)
     replay_s = time.monotonic() - t0
     replayed = read_results(redis_client, replay_prefix, replay_ids)
     assert all(r.replay_of for r in replayed.values())
