@@ -95,8 +95,9 @@ def line_sections() -> tuple[Section, ...]:
         Chart("Frames published by cameras / s",
               _s(pq.ingest_rate("frames_published", SEL), "{{line}}"), "fps",
               "Frames the camera processes got acknowledged by the broker."),
-        Chart("Model batch size (mean)", _s(pq.mean(im.BATCH_SIZE), "mean batch"),
-              description="Frames per GRD-Net batch across model replicas."),
+        Chart("Model batch size (mean)", _s(pq.frames_per_batch(), "mean batch"),
+              description="Inspected frames per GRD-Net batch across model replicas (exact "
+                          "counts; Ray's histogram _sum is approximate)."),
     ))
     latency = Section("Latency", (
         Chart("Capture → decision latency", (
@@ -194,7 +195,7 @@ def capacity_sections() -> tuple[Section, ...]:
         )),
         Section("Batching and queues", (
             Chart("Model batch size", (
-                Series(pq.mean(im.BATCH_SIZE), "mean"),
+                Series(pq.frames_per_batch(), "mean (inspected frames / batches)"),
                 Series(pq.quantile(0.95, im.BATCH_SIZE, by=""), "p95"),
             ), description="Frames per GRD-Net batch; near max_batch_size = the model is the "
                            "bottleneck."),

@@ -104,6 +104,18 @@ def mean(metric: str, sel: str = "", by: str = "", window: str = "1m") -> str:
             f"clamp_min(sum{group} (rate({base}_count{sel}[{window}])), 1e-9)")
 
 
+def frames_per_batch(sel: str = "", window: str = "1m") -> str:
+    """Mean model batch size as inspected frames over batches, both exact counts.
+
+    Not ``batch_size_sum / batch_size_count``: Ray (2.60, OpenTelemetry export) reports a
+    histogram's ``_sum`` from its bucket midpoints; after 56 batches of one frame and one of two
+    it read 29.5. Late frames that reached the model are not in the numerator, so under heavy
+    lateness this reads a little low.
+    """
+    return (f"sum (rate({name(im.FRAMES_INSPECTED)}{sel}[{window}])) / "
+            f"clamp_min(sum (rate({name(im.BATCH_SIZE)}_count[{window}])), 1e-9)")
+
+
 def total(metric: str, sel: str = "", by: str = "") -> str:
     """Current value of an inference counter summed (the count since each replica started)."""
     group = f" by ({by})" if by else ""
