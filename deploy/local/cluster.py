@@ -240,6 +240,20 @@ class Cluster:
         finally:
             admin.close()
 
+    def topic_config(self, topic: str) -> dict[str, str]:
+        """Effective configs of ``topic`` (topic overrides and broker defaults)."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import ConfigResource, ConfigResourceType
+
+        from ingest.admin import _topic_configs
+
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers().split(","), request_timeout_ms=5000)
+        try:
+            response = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            return _topic_configs(response).get(topic, {})
+        finally:
+            admin.close()
+
     # ------------------------------------------------------------------------- redis
     def start_redis(self) -> None:
         stack = load_stack()

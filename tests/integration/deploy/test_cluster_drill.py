@@ -171,6 +171,15 @@ def _drill(cluster, fault, name: str) -> dict[str, float]:
     return times
 
 
+def test_every_project_topic_is_replicated_three_times(cluster):
+    from ingest.topics import DEFAULT_TOPICS
+
+    for spec in DEFAULT_TOPICS:
+        isr = cluster.in_sync(spec.name)
+        assert len(isr) == spec.partitions and all(len(r) == 3 for r in isr.values()), (spec.name, isr)
+        assert cluster.topic_config(spec.name).get("min.insync.replicas") == "2", spec.name
+
+
 def test_kill_the_frames_leader_broker(cluster):
     c = load_cluster()
     leaders = cluster.leaders("frames")
