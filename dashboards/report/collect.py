@@ -176,13 +176,13 @@ def chart_specs(line: str, window: str, topics: tuple[str, ...] = ()
             (pq.quantile(q, im.STAGE_LATENCY, stage_sel(stage), "", window), f"{stage} p{int(q * 100)}")
             for stage in im.STAGES for q in (0.5, 0.99)
         ]),
-        # The mean from exact counts, cumulative: in a short run every series is born inside
-        # the window, and a ratio of rates then skews (58 frames in 57 batches read 1.9).
-        # p95 interpolates inside a bucket (all batches of one frame read 0.95).
-        ("batch", "Model batch size (all lines)", "frames per batch", [
-            (f"{pq.total(im.FRAMES_INSPECTED)} / clamp_min(sum ({pq.name(im.BATCH_SIZE)}_count), 1)",
-             "mean since the model replicas started"),
-            (pq.quantile(0.95, im.BATCH_SIZE, "", "", window), "p95 (bucket-interpolated)"),
+        # Quantiles interpolate inside a bucket (batches of one frame read 0.5 and 0.95); the
+        # window's exact mean is a summary number (collect_prometheus). Not sum/count: Ray
+        # reports a histogram's _sum from bucket midpoints; not a ratio of rates either: in a
+        # short run the series are born inside the window and it skews (pq.frames_per_batch).
+        ("batch", "Model batch size (all lines; bucket-interpolated)", "frames per batch", [
+            (pq.quantile(q, im.BATCH_SIZE, "", "", window), f"p{int(q * 100)}")
+            for q in (0.5, 0.95)
         ]),
         ("lag", "Consumer lag of the frames topic(s)", "frames behind", [
             (pq.gauge(im.CONSUMER_LAG, lag_sel, "topic, partition", "max"), "{{topic}}/{{partition}}"),
@@ -231,6 +231,9 @@ def collect_prometheus(prom: Prometheus, w: Window, topics: tuple[str, ...] = ()
                 curves.append(Curve(_legend(legend, row["metric"]), pts[:, 0], pts[:, 1]))
         charts.append(ChartData(key, title, ylabel, tuple(curves), tuple(e for e, _ in specs)))
     totals = {k: counter_growth(prom, m, w.line, w.since, w.until) for k, m in TOTALS.items()}
+    batches = prom.instant(f"sum ({pq.name(im.BATCH_SIZE)}_count)", w.until)
+    if batches is not None and totals["inspected"]:
+        batches -= prom.instant(f"sum ({pq.name(im.BATCH_SIZE)}_count)", w.since) or 0.0
     span = f"{max(1, int(w.seconds))}s"
     sel = pq.selector(line=w.line)
     latency = {}
@@ -238,6 +241,9 @@ def collect_prometheus(prom: Prometheus, w: Window, topics: tuple[str, ...] = ()
         expr = (f"histogram_quantile({q}, sum by (le) "
                 f"(increase({pq.name(im.E2E_LATENCY)}_bucket{sel}[{span}])))")
         latency[f"e2e_p{int(q * 100)}_s"] = prom.instant(expr, w.until)
+    # exact counts over the window; the line's mean batch when it has the model to itself
+    latency["frames_per_batch"] = (totals["inspected"] / batches
+                                   if batches and totals["inspected"] else None)
     return charts, totals, latency
 
 

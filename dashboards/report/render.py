@@ -229,6 +229,7 @@ model version(s) {{ s.redis.model_versions|join(", ") or "—" }} · generated {
 {% endfor %}
 <div class="card"><b id="prom-e2e-p50">{{ ms(s.prometheus_latency.get("e2e_p50_s")) }}</b><span>capture → decision p50</span></div>
 <div class="card"><b id="prom-e2e-p99">{{ ms(s.prometheus_latency.get("e2e_p99_s")) }}</b><span>capture → decision p99</span></div>
+<div class="card"><b id="prom-frames-per-batch">{{ fmt(s.prometheus_latency.get("frames_per_batch"), 2) }}</b><span>inspected frames per model batch</span></div>
 </div>
 
 {% if s.truth %}<h2>Decisions against ground truth</h2>

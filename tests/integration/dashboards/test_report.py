@@ -112,6 +112,8 @@ def test_report_of_a_short_run_renders_and_matches_redis_and_prometheus(
     assert prom["defective"] == sum(r.decision for r in stored if not r.late)
     p99 = summary["prometheus_latency"]["e2e_p99_s"]
     assert p99 is not None and 0 < p99 < 10
+    per_batch = summary["prometheus_latency"]["frames_per_batch"]
+    assert per_batch is not None and 0.5 < per_batch <= short_run.cfg.tuning.max_batch_size
 
     # --- ground truth: every decision scored, counts consistent --------------------------------
     truth = summary["truth"]
