@@ -96,14 +96,6 @@ def quantile(q: float, metric: str, sel: str = "", by: str = "line", window: str
     return f"histogram_quantile({q}, sum by ({keys}) (rate({name(metric)}_bucket{sel}[{window}])))"
 
 
-def mean(metric: str, sel: str = "", by: str = "", window: str = "1m") -> str:
-    """Mean observation of an inference histogram over the window (sum / count)."""
-    group = f" by ({by})" if by else ""
-    base = name(metric)
-    return (f"sum{group} (rate({base}_sum{sel}[{window}])) / "
-            f"clamp_min(sum{group} (rate({base}_count{sel}[{window}])), 1e-9)")
-
-
 def frames_per_batch(sel: str = "", window: str = "1m") -> str:
     """Mean model batch size as inspected frames over batches, both exact counts.
 
