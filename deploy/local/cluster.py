@@ -286,9 +286,23 @@ class Cluster:
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_DEDUP_LOGS": "0",
             # Token authentication on every node and client (a joining `ray start` does not turn it
-            # on by itself); the token is Ray's own (~/.ray/auth_token, or RAY_AUTH_TOKEN[_PATH]).
+            # on by itself), with this cluster's own token (0600 file in the state folder).
             "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.token_file),
         }
+
+    @property
+    def token_file(self) -> Path:
+        return self.state / "ray-auth-token"
+
+    def _ensure_token(self) -> None:
+        if not self.token_file.exists():
+            import secrets
+
+            self.token_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
 
     def _ray_argv(self, node: str) -> list[str]:
         ray = str(Path(sys.executable).with_name("ray"))
@@ -352,7 +366,7 @@ class Cluster:
 
     def _get(self, path: str, timeout: float = 10.0) -> Any:
         url = f"http://{HOST}:{RAY_DASHBOARD_PORT}{path}"
-        request = urllib.request.Request(url, headers=_ray_auth_headers())
+        request = urllib.request.Request(url, headers=_ray_auth_headers(self.token_file))
         with urllib.request.urlopen(request, timeout=timeout) as r:
             return json.loads(r.read())
 
@@ -414,6 +428,7 @@ class Cluster:
         stack._wait("redis (cluster)", self.redis_up, 30)
         stack._wait("kafka cluster (3 brokers)", self.brokers_up, timeout, self.state / "kafka-1" / "server.log")
         ensure_topics(bootstrap_servers(), frames_leader)
+        self._ensure_token()
         if not self.dashboard_up():
             self.start_ray_node("head")
         stack._wait("ray dashboard", self.dashboard_up, timeout, self.state / "ray" / "start-head.log")
@@ -539,14 +554,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- processes
 
 
-def _ray_auth_headers() -> dict[str, str]:
-    """Ray's token authentication (on by default since Ray 2.5x): the bearer token Ray's own
-    clients send, from ``RAY_AUTH_TOKEN`` or the token file (``RAY_AUTH_TOKEN_PATH``, default
-    ``~/.ray/auth_token``). Never logged."""
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    if not token:
-        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-        token = path.read_text().strip() if path.exists() else ""
+def _ray_auth_headers(token_file: Path) -> dict[str, str]:
+    """The bearer token Ray's own clients send under token authentication. Never logged."""
+    token = token_file.read_text().strip() if token_file.exists() else ""
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 

@@ -76,5 +76,9 @@ def test_ray_state_stays_out_of_the_default_temp_dir(tmp_path):
     head = c.Cluster(tmp_path)._ray_argv("head")
     temp = next(a for a in head if a.startswith("--temp-dir="))
     assert not temp.startswith("--temp-dir=/tmp/ray") and len(temp) < 40  # socket paths stay short
-    assert c.Cluster(tmp_path).ray_env()["RAY_AUTH_MODE"] == "token"
+    env = c.Cluster(tmp_path).ray_env()
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"].startswith(str(tmp_path))
+    c.Cluster(tmp_path)._ensure_token()
+    token = Path(env["RAY_AUTH_TOKEN_PATH"])
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
     assert Path(c.REPO, "deploy", "serve", "grdline.yaml") == c.SERVE_CONFIG
