@@ -143,7 +143,8 @@ def open_checkpoint(cfg: ServeAppConfig, complete: Callable[[Any], bool]) -> Che
     s = cfg.sink
 
     def redis_factory() -> Any:
-        return redis.Redis(**cfg.redis.client_kwargs())
+        return redis.Redis(**cfg.redis.client_kwargs(), socket_timeout=s.redis_timeout_s,
+                           socket_connect_timeout=s.redis_timeout_s)
 
     producer = KafkaProducer(
         **cfg.kafka.client_kwargs(), acks="all", linger_ms=1, max_request_size=DLQ_MAX_MESSAGE_BYTES,

@@ -201,6 +201,9 @@ class RedisSinkSettings(_Strict):
     #: Another sender's ``pending`` reject claim older than this is taken over (its sender died);
     #: must exceed the delivery timeout, so a live sender's claim is never taken.
     reject_takeover_s: float = Field(default=45.0, gt=0)
+    #: Socket (and connect) timeout of the ingress' Redis clients: a Redis that hangs fails the
+    #: flush (retried) instead of blocking the sink or consumer thread.
+    redis_timeout_s: float = Field(default=5.0, gt=0)
     #: Backoff between flush retries while a sink fails (doubling up to the maximum).
     retry_backoff_max_s: float = Field(default=2.0, gt=0)
     #: Health turns red when the sinks have failed for this long.

@@ -5,10 +5,9 @@ Per replica (N replicas share one consumer group):
 * a :class:`~inference.consumer.FrameConsumer` thread polls, decodes, looks up frames already
   decided, applies the in-flight window (frames and bytes) and commits the contiguous watermark;
 * on the event loop, :func:`~inference.decision.prepare` turns each record into a model request or
-  an outcome (dead letter, already decided); requests of one partition go to ``GRDNetModel`` in
-  groups of up to ``request_group`` (a partial group waits ``group_linger_ms``), each group waited
-  for at most until its tightest ``wait_until`` (deadline, or the default bound), and
-  :func:`~inference.decision.decide` turns the reply, failure or silence into a result;
+  an outcome (dead letter, already decided); the :class:`~inference.dispatch.ModelDispatcher` sends
+  requests to ``GRDNetModel`` in per-partition groups and turns the reply, failure or silence into
+  a result (:func:`~inference.decision.decide`);
 * one sink task hands finished outcomes to the :class:`~inference.checkpoint.Checkpoint` on a worker
   thread (results → rejects and dead letters acked → offsets complete);
 * :meth:`LineIngress.check_health` is red when the consumer thread died or stalled, the sinks have
@@ -33,18 +32,9 @@ from inference import metrics as M
 from inference.checkpoint import FlushReport, ResultLookup, open_checkpoint
 from inference.config import ServeAppConfig
 from inference.consumer import FrameConsumer, PolledFrame
-from inference.contracts import utcnow
-from inference.decision import (
-    Outcome,
-    Prepared,
-    dead_letter,
-    decide,
-    prefix_for,
-    prepare,
-    wait_budget_s,
-)
+from inference.decision import Outcome, dead_letter, prefix_for, prepare
+from inference.dispatch import ModelDispatcher
 from inference.logs import configure_replica_logging
-from inference.messages import ModelFailure, ModelReply
 from inference.offsets import OffsetTracker
 from inference.roi import RoiProvider
 from ingest.dlq import STAGE_VALIDATE
@@ -66,10 +56,7 @@ class LineIngress:
         self._metrics = M.Recorders(M.INGRESS_METRICS)
         self._stats: Counter[str] = Counter()
         self._outq: asyncio.Queue[Outcome] = asyncio.Queue()
-        self._grouping: dict[int, list[Prepared]] = {}
-        self._linger: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._last: tuple[float | None, str] = (None, "")
+        self._dispatcher = ModelDispatcher(cfg, model, self._loop, self._outq.put_nowait)
         self._stopping = False
         self._sink_exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grdline-sinks")
         self._checkpoint = open_checkpoint(cfg, self._tracker.complete)
@@ -100,76 +87,14 @@ class LineIngress:
                                     p.dead.stage, p.dead.reason)
                     self._outq.put_nowait(p)
                     continue
-                group = self._grouping.setdefault(f.partition, [])
-                group.append(p)
-                if len(group) >= self._cfg.ingress.request_group:
-                    self._dispatch(f.partition)
+                self._dispatcher.add(f.partition, p)
             except Exception as exc:  # noqa: BLE001 - never lose a record on the loop
                 log.exception("record %s[%d]@%d could not be accepted", f.topic, f.partition, f.offset)
                 self._outq.put_nowait(Outcome(frame=f, line="unknown", camera="unknown",
                                               dead=dead_letter(f, f"accept failed: {exc!r}", STAGE_VALIDATE, exc)))
-        if self._grouping and self._linger is None:
-            self._linger = self._loop.call_later(self._cfg.ingress.group_linger_ms / 1000.0, self._dispatch_all)
+        self._dispatcher.arm_linger()
         self._stats["consumed"] += len(frames)
         self._metrics.set(M.INFLIGHT_FRAMES, self._tracker.in_flight())
-
-    def _dispatch(self, partition: int) -> None:
-        group = self._grouping.pop(partition, None)
-        if not group:
-            return
-        now = utcnow()
-        rest = []
-        for p in group:  # already past its deadline or bound: decided without asking the model
-            if wait_budget_s([p], now) <= 0:
-                self._outq.put_nowait(decide(p, None, now, time.time(), self._cfg, self._last))
-            else:
-                rest.append(p)
-        for kind in ([p for p in rest if p.deadline is not None], [p for p in rest if p.deadline is None]):
-            if kind:  # a deadline never makes a deadline-less frame late, nor the reverse
-                task = self._loop.create_task(self._ask(kind))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-    def _dispatch_all(self) -> None:
-        self._linger = None
-        for partition in list(self._grouping):
-            self._dispatch(partition)
-
-    async def _ask(self, frames: list[Prepared]) -> None:
-        sent = time.time()
-        try:
-            replies = await self._call_model(frames)
-        except Exception as exc:  # noqa: BLE001 - an unexpected error still decides every frame (fail-safe)
-            log.exception("model call for %d frame(s) failed unexpectedly", len(frames))
-            replies = [ModelFailure(p.request.frame_id, repr(exc), type(exc).__name__) for p in frames]
-        decided = utcnow()
-        for i, p in enumerate(frames):
-            reply = None if replies is None else replies[i]
-            if isinstance(reply, ModelReply):
-                self._last = (reply.threshold, reply.model_version)
-            self._outq.put_nowait(decide(p, reply, decided, sent, self._cfg, self._last))
-
-    async def _call_model(self, frames: list[Prepared]) -> list[ModelReply | ModelFailure] | None:
-        """The model's replies (same order); None when ``wait_until`` passed (retries included)."""
-        reqs = [p.request for p in frames]
-        attempts = self._cfg.ingress.model_attempts
-        for attempt in range(1, attempts + 1):
-            remaining = wait_budget_s(frames, utcnow())
-            if remaining <= 0:
-                return None
-            resp = self._model.infer.remote(reqs)
-            try:
-                return await asyncio.wait_for(resp, remaining)
-            except TimeoutError:
-                resp.cancel()
-                return None
-            except Exception as exc:  # noqa: BLE001 - replica died/restarting: retried, then fail-safe
-                if attempt == attempts:
-                    return [ModelFailure(r.frame_id, f"model call failed {attempt}x: {exc!r}", type(exc).__name__)
-                            for r in reqs]
-                log.warning("model call for %d frame(s) failed (%r); retry %d", len(reqs), exc, attempt)
-                await asyncio.sleep(0.2 * attempt)
-        return None
 
     async def _flush_loop(self) -> None:
         c = self._cfg.ingress
@@ -181,52 +106,14 @@ class LineIngress:
                 batch.append(self._outq.get_nowait())
             t0 = time.perf_counter()
             report = await self._loop.run_in_executor(self._sink_exec, self._write, batch)
-            self._account(report, time.perf_counter() - t0)
+            M.account(self._metrics, self._labels, self._stats, report, time.perf_counter() - t0)
+            self._metrics.set(M.INFLIGHT_FRAMES, self._tracker.in_flight())
 
     def _write(self, batch: list[Outcome]) -> FlushReport:
         """Sink worker thread: hand the batch to the checkpoint and confirm it (retried)."""
         for o in batch:
             self._checkpoint.add(o)
         return self._checkpoint.flush_until_confirmed(lambda: self._stopping)
-
-    def _account(self, report: FlushReport, sink_s: float) -> None:
-        m, st = self._metrics, self._stats
-        for o in report.outcomes:
-            tags = self._labels.tags(o.line, o.camera)
-            if o.dead is not None:
-                m.inc(M.FRAMES_DEAD_LETTERED, stage=o.dead.stage, **tags)
-                st["dead_lettered"] += 1
-                continue
-            r = o.result
-            if not o.write_result:
-                m.inc(M.FRAMES_REDELIVERED, **tags)
-                st["redelivered"] += 1
-                continue
-            t = r.timings_ms
-            m.observe(M.E2E_LATENCY, t.total / 1000, **tags)
-            m.observe(M.STAGE_LATENCY, t.queue / 1000, stage="queue", **tags)
-            m.observe(M.STAGE_LATENCY, t.decode / 1000, stage="decode", **tags)
-            m.observe(M.STAGE_LATENCY, sink_s, stage="sinks", **tags)
-            if o.inspected:
-                m.inc(M.FRAMES_INSPECTED, **tags)
-                m.observe(M.STAGE_LATENCY, t.wait / 1000, stage="wait", **tags)
-                m.observe(M.STAGE_LATENCY, t.model / 1000, stage="model", **tags)
-                st["inspected"] += 1
-                if r.decision:
-                    m.inc(M.FRAMES_DEFECTIVE, **tags)
-                    st["defective"] += 1
-            if r.failsafe is not None:
-                m.inc(M.FRAMES_FAILSAFE, reason=r.failsafe, **tags)
-                st[f"failsafe_{r.failsafe}"] += 1
-            if r.late:
-                m.inc(M.FRAMES_LATE, **tags)
-                st["late"] += 1
-            st["replayed" if r.replay_of else "results"] += 1
-        for cmd in report.sent:
-            m.inc(M.ITEMS_REJECTED, **self._labels.tags(cmd.line_id, cmd.camera_id))
-        st["rejects_sent"] += len(report.sent)
-        st["completed"] += len(report.outcomes)
-        m.set(M.INFLIGHT_FRAMES, self._tracker.in_flight())
 
     def stats(self) -> dict[str, Any]:
         """Counters of this replica (tests, benchmarks, ``GET {route_prefix}``)."""

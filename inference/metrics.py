@@ -203,3 +203,43 @@ INGRESS_METRICS = (
     CONSUMER_LAG, INFLIGHT_FRAMES,
 )
 MODEL_METRICS = (MODEL_LATENCY, BATCH_SIZE)
+
+
+def account(m: Recorders, labels: LabelCap, stats: dict, report: object, sink_s: float) -> None:
+    """Record one confirmed checkpoint flush (:class:`~inference.checkpoint.FlushReport`): per
+    outcome the counters and latencies above, in ``m`` and the replica's ``stats`` counters."""
+    for o in report.outcomes:
+        tags = labels.tags(o.line, o.camera)
+        if o.dead is not None:
+            m.inc(FRAMES_DEAD_LETTERED, stage=o.dead.stage, **tags)
+            stats["dead_lettered"] += 1
+            continue
+        r = o.result
+        if not o.write_result:
+            m.inc(FRAMES_REDELIVERED, **tags)
+            stats["redelivered"] += 1
+            continue
+        t = r.timings_ms
+        m.observe(E2E_LATENCY, t.total / 1000, **tags)
+        m.observe(STAGE_LATENCY, t.queue / 1000, stage="queue", **tags)
+        m.observe(STAGE_LATENCY, t.decode / 1000, stage="decode", **tags)
+        m.observe(STAGE_LATENCY, sink_s, stage="sinks", **tags)
+        if o.inspected:
+            m.inc(FRAMES_INSPECTED, **tags)
+            m.observe(STAGE_LATENCY, t.wait / 1000, stage="wait", **tags)
+            m.observe(STAGE_LATENCY, t.model / 1000, stage="model", **tags)
+            stats["inspected"] += 1
+            if r.decision:
+                m.inc(FRAMES_DEFECTIVE, **tags)
+                stats["defective"] += 1
+        if r.failsafe is not None:
+            m.inc(FRAMES_FAILSAFE, reason=r.failsafe, **tags)
+            stats[f"failsafe_{r.failsafe}"] += 1
+        if r.late:
+            m.inc(FRAMES_LATE, **tags)
+            stats["late"] += 1
+        stats["replayed" if r.replay_of else "results"] += 1
+    for cmd in report.sent:
+        m.inc(ITEMS_REJECTED, **labels.tags(cmd.line_id, cmd.camera_id))
+    stats["rejects_sent"] += len(report.sent)
+    stats["completed"] += len(report.outcomes)
