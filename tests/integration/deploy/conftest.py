@@ -64,10 +64,12 @@ def cluster(tmp_path_factory) -> Iterator[object]:
         stopped = cl.down(fast=True)
         print(f"cluster down: {', '.join(stopped)}")
         assert not cl.ray_pids(), "Ray processes left behind"
-        # keep Serve's logs with the test's state (pytest keeps the last runs), drop Ray's session
-        serve_logs = cl.ray_temp / "session_latest" / "logs" / "serve"
-        if serve_logs.is_dir():
-            shutil.copytree(serve_logs, cl.state / "serve-logs", dirs_exist_ok=True)
+        # keep Ray's logs (Serve's and every worker's, where the ingress logs) with the test's
+        # state (pytest keeps the last runs), drop the rest of Ray's session folder
+        logs = cl.ray_temp / "session_latest" / "logs"
+        if logs.is_dir():
+            shutil.copytree(logs, cl.state / "ray-logs", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.sock", "events"))
         shutil.rmtree(cl.ray_temp, ignore_errors=True)
         from inference.stack_cli import load_stack
 
