@@ -203,9 +203,3 @@ def _ms_between(a: datetime, b: datetime) -> float:
     except (OverflowError, ValueError):
         return math.inf
 
-
-def failure_reason(reply: Any) -> str:
-    """Log text for a reply that is not a verdict."""
-    if isinstance(reply, ModelFailure):
-        return f"model failure ({reply.error_type}): {reply.reason}"
-    return "no model answer within the bound" if reply is None else "non-finite score"
