@@ -137,7 +137,7 @@ def open_checkpoint(cfg: ServeAppConfig, complete: Callable[[Any], bool]) -> Che
     import redis
     from kafka import KafkaProducer
 
-    from inference.sinks import DeadLetterSink, RedisResultSink, RejectSink
+    from inference.sinks import DeadLetterSink, DeliveredLookup, RedisResultSink, RejectSink
     from ingest.topics import DLQ_MAX_MESSAGE_BYTES
 
     s = cfg.sink
@@ -155,7 +155,8 @@ def open_checkpoint(cfg: ServeAppConfig, complete: Callable[[Any], bool]) -> Che
     cp = Checkpoint(
         RedisResultSink(redis_factory, s.result_ttl_s, s.stream_maxlen, s.stream_ttl_s),
         RejectSink(redis_factory, producer, cfg.topics.rejects, cfg.redis.key_prefix, s.reject_claim_ttl_s,
-                   delivery_timeout_s=delivery_s, takeover_s=s.reject_takeover_s),
+                   delivery_timeout_s=delivery_s, takeover_s=s.reject_takeover_s,
+                   delivered=DeliveredLookup(cfg.kafka.client_kwargs(), cfg.topics.rejects)),
         DeadLetterSink(producer, cfg.topics.dlq, send_timeout_s=delivery_s + 5.0),
         complete, backoff_max_s=s.retry_backoff_max_s, redis_factory=redis_factory,
         on_close=lambda: producer.close(timeout=10),

@@ -127,6 +127,7 @@ class LineIngress:
             "commit_errors": c.commit_errors, "poll_errors": c.poll_errors, "skipped_unreadable": c.skipped,
             "rebalances": c.rebalances, "partitions": sorted(tp.partition for tp in self._tracker.partitions()),
             "rejects_suppressed": rejects.suppressed, "rejects_resent": rejects.resent,
+            "rejects_found_delivered": rejects.found_delivered, "rejects_lookup_failures": rejects.lookup_failures,
             "stale_completions": self._tracker.stale_completions, "consumer_ready": c.ready.is_set(),
             "sinks_failing_s": self._checkpoint.failing_for_s(), "at": datetime.now(UTC).isoformat(),
         }

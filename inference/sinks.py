@@ -16,20 +16,25 @@ Redis by :data:`CLAIM_LUA` — one atomic script that reads and writes
 * ``…|sent`` → ``skip`` (the item is rejected already);
 * a ``pending`` claim younger than ``takeover_s`` (any frame) → ``busy``: its sender may still be
   delivering; the flush is retried and normally finds ``sent``;
-* a ``pending`` claim older than ``takeover_s`` → its sender died between claim and ack: taken over
-  atomically, ``send`` (so no item is left unrejected).
+* a ``pending`` claim older than ``takeover_s`` → its sender died (before or after the broker
+  stored its command): taken over atomically (``takeover``). Before sending, the rejects topic itself
+  is read (:class:`DeliveredLookup`) from the item's first claim time for a record with the item's key
+  and ``command_id``: found → the claim is marked ``sent`` and nothing is sent; not found → sent (so no
+  item is left unrejected); the lookup failed → nothing is sent, the claim stays pending and the
+  lookup is retried (never a second delivery; the item is rejected once the lookup succeeds).
 
 ``takeover_s`` exceeds the producer's ``delivery_timeout_ms`` (config validates it), so a live
 sender's claim is never taken. A send is waited for until its *final* outcome: a send whose
 outcome is still unknown stays in flight (its claim kept, nothing committed) and is waited for
 again on the next flush; a send that failed is resent under the **same** claim (refreshed by
 :data:`RENEW_LUA`), never released — so no other frame of the item can send a second, different
-command. After the ack the claim becomes ``sent`` (:data:`MARK_LUA`); a failed mark is retried on
-its own, never by resending.
+command — and only after the same topic lookup as a takeover (the broker may have stored the send
+the producer reported failed). After the ack the claim becomes ``sent`` (:data:`MARK_LUA`); a failed
+mark is retried on its own, never by resending.
 
-The one window left for a second command is a send that failed in the producer after the broker
-stored it (or a crash between ack and mark); both repeat the same ``command_id`` for the item, which
-the actuator de-duplicates (:class:`~inference.contracts.RejectCommand`).
+What is left: a command the broker stored but had not yet made visible to consumers (not yet
+replicated to the in-sync replicas) when the lookup read the topic. Every command of an item carries
+the same ``command_id``, which the actuator can de-duplicate (:class:`~inference.contracts.RejectCommand`).
 """
 
 from __future__ import annotations
@@ -44,22 +49,27 @@ from inference.contracts import RejectCommand, Result, reject_claim_key, result_
 
 log = logging.getLogger(__name__)
 
-#: KEYS[1] claim key; ARGV frame_id, now (unix s), takeover_s, ttl_s -> {verdict, value}
+#: KEYS[1] claim key; ARGV frame_id, now (unix s), takeover_s, ttl_s -> {verdict, value[, previous]}
+#: A pending value is ``frame|pending|stamp|since``: ``stamp`` the last claim or renewal (the age a
+#: takeover is judged by), ``since`` when the item was first claimed (kept across takeovers: the
+#: earliest a command of this claim can have reached the topic). ``takeover`` returns the old value.
 CLAIM_LUA = """
 local cur = redis.call('GET', KEYS[1])
-local mine = ARGV[1] .. '|pending|' .. ARGV[2]
 if not cur then
+  local mine = ARGV[1] .. '|pending|' .. ARGV[2] .. '|' .. ARGV[2]
   redis.call('SET', KEYS[1], mine, 'EX', ARGV[4])
   return {'send', mine}
 end
-local frame, state, stamp = string.match(cur, '^([^|]*)|([^|]*)|?(.*)$')
+local frame, state, stamp, since = string.match(cur, '^([^|]*)|([^|]*)|?([^|]*)|?(.*)$')
 if state == 'sent' then
   return {'skip', cur}
 end
 local age = tonumber(ARGV[2]) - (tonumber(stamp) or 0)
 if age >= tonumber(ARGV[3]) then
+  local first = tonumber(since) or tonumber(stamp) or 0
+  local mine = ARGV[1] .. '|pending|' .. ARGV[2] .. '|' .. string.format('%.3f', first)
   redis.call('SET', KEYS[1], mine, 'EX', ARGV[4])
-  return {'send', mine}
+  return {'takeover', mine, cur}
 end
 return {'busy', cur}
 """
@@ -145,6 +155,130 @@ class _Pending:
     future: Any = None
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
+    #: look the command up on the topic before the next send (a taken-over claim, a failed send)
+    check: bool = False
+
+
+def _claim_since(claim: str) -> float:
+    """When the item was first claimed (``frame|pending|stamp|since``; older values lack ``since``)."""
+    parts = claim.split("|")
+    return float(parts[3] if len(parts) > 3 and parts[3] else parts[2])
+
+
+class DeliveredLookup:
+    """Is a reject command already on the rejects topic? ``lookup(cmd, since)`` → a description of
+    the record (``"rejects[2]@17"``) or None; raises when it cannot tell (broker unreachable, read
+    not finished within its bounds) — the sink then sends nothing and asks again later.
+
+    Reads every partition of the (low volume) topic from ``since - margin_s`` (``offsets_for_times``)
+    up to the end offsets taken at the start of the lookup, with a group-less consumer (``assign`` +
+    ``seek``, nothing committed), bounded by ``timeout_s`` and ``max_records``. A record matches when
+    its key is the item id and its ``command_id`` is the command's. The consumer is created on the
+    first lookup, dropped after a failed one, and closed by :meth:`close`."""
+
+    def __init__(self, client_kwargs: dict[str, Any], topic: str, margin_s: float = 30.0,
+                 timeout_s: float = 10.0, max_records: int = 200_000,
+                 consumer_factory: Callable[[], Any] | None = None):
+        self._kwargs = client_kwargs
+        self._topic = topic
+        self._margin_s = margin_s
+        self._timeout_s = timeout_s
+        self._max_records = max_records
+        self._factory = consumer_factory
+        self._consumer: Any = None
+
+    def _open(self) -> Any:
+        if self._consumer is None:
+            if self._factory is not None:
+                self._consumer = self._factory()
+            else:
+                from kafka import KafkaConsumer
+
+                timeout_ms = int(self._timeout_s * 1000)
+                self._consumer = KafkaConsumer(
+                    **self._kwargs, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                    request_timeout_ms=max(timeout_ms, 1000) + 500, bootstrap_timeout_ms=timeout_ms,
+                    reconnect_backoff_ms=50, reconnect_backoff_max_ms=1000,
+                )
+        return self._consumer
+
+    def __call__(self, cmd: RejectCommand, since: float) -> str | None:
+        try:
+            return self._lookup(cmd, since)
+        except Exception:
+            self.close()  # a fresh consumer next time
+            raise
+
+    def _lookup(self, cmd: RejectCommand, since: float) -> str | None:
+        import json
+
+        from kafka import TopicPartition
+
+        deadline = time.monotonic() + self._timeout_s
+
+        def left_ms() -> int:
+            return max(1, int((deadline - time.monotonic()) * 1000))
+
+        consumer = self._open()
+        parts = consumer.partitions_for_topic(self._topic)
+        if not parts:
+            raise SinkError(f"no partition metadata for {self._topic}")
+        tps = [TopicPartition(self._topic, n) for n in sorted(parts)]
+        consumer.assign(tps)  # the same partitions again keep their pause state: resumed below
+        start_ms = max(0, int((since - self._margin_s) * 1000))
+        starts = consumer.offsets_for_times({tp: start_ms for tp in tps}, timeout_ms=left_ms())
+        ends = consumer.end_offsets(tps, timeout_ms=left_ms())
+        todo: dict[Any, int] = {}
+        for tp in tps:
+            at = starts.get(tp)
+            if at is not None and at.offset < ends[tp]:
+                consumer.seek(tp, at.offset)
+                todo[tp] = ends[tp]
+            # None: no record at or after start_ms in this partition
+        consumer.pause(*[tp for tp in tps if tp not in todo])
+        consumer.resume(*todo)
+        key, read = cmd.item_id.encode(), 0
+        while todo:
+            left = deadline - time.monotonic()
+            if left <= 0 or read >= self._max_records:
+                raise SinkError(
+                    f"delivered lookup of {cmd.command_id} on {self._topic} not finished after {read} records "
+                    f"(bounds {self._timeout_s}s, {self._max_records} records)")
+            batches = consumer.poll(timeout_ms=int(min(left, 1.0) * 1000), max_records=5000)
+            for tp, records in batches.items():
+                end = todo.get(tp)
+                if end is None:
+                    continue
+                for rec in records:
+                    if rec.offset >= end:
+                        break
+                    read += 1
+                    if rec.key != key:
+                        continue
+                    try:
+                        found = json.loads(rec.value).get("command_id")
+                    except Exception:  # noqa: BLE001 - a foreign record on the topic is not ours
+                        continue
+                    if found == cmd.command_id:
+                        where = f"{self._topic}[{tp.partition}]@{rec.offset}"
+                        log.info("reject command %s already on %s (timestamp %s, %d record(s) read)",
+                                 cmd.command_id, where, rec.timestamp, read)
+                        return where
+            for tp in list(todo):
+                if consumer.position(tp, timeout_ms=left_ms()) >= todo[tp]:
+                    del todo[tp]
+                    consumer.pause(tp)
+        log.info("reject command %s not on %s since %.3f (%d record(s) read)", cmd.command_id,
+                 self._topic, since - self._margin_s, read)
+        return None
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:  # noqa: BLE001 - best effort
+                log.exception("closing the delivered-lookup consumer failed")
+            self._consumer = None
 
 
 class RejectSink:
@@ -160,6 +294,7 @@ class RejectSink:
         delivery_timeout_s: float = 15.0,
         takeover_s: float = 45.0,
         clock: Callable[[], float] = time.time,
+        delivered: Callable[[RejectCommand, float], str | None] | None = None,
     ):
         if takeover_s <= delivery_timeout_s:
             raise ValueError(f"takeover_s {takeover_s} must exceed delivery_timeout_s {delivery_timeout_s}")
@@ -171,6 +306,7 @@ class RejectSink:
         self._wait_s = delivery_timeout_s + 5.0
         self._takeover = takeover_s
         self._clock = clock
+        self._delivered = delivered
         self._redis: Any = None
         self._scripts: dict[str, Any] = {}
         self._todo: list[RejectCommand] = []
@@ -180,6 +316,8 @@ class RejectSink:
         self.suppressed = 0
         self.resent = 0
         self.takeovers = 0
+        self.found_delivered = 0
+        self.lookup_failures = 0
 
     def setup(self) -> None:
         self._redis = self._factory()
@@ -199,6 +337,9 @@ class RejectSink:
     def _now(self) -> str:
         return f"{self._clock():.3f}"
 
+    def _pending_value(self, p: _Pending) -> str:
+        return f"{p.cmd.frame_id}|pending|{self._now()}|{_claim_since(p.claim):.3f}"
+
     def _claim(self, cmds: Sequence[RejectCommand]) -> tuple[list[_Pending], list[RejectCommand]]:
         pipe = self._redis.pipeline(transaction=False)
         keys = [reject_claim_key(self._prefix, c.item_id) for c in cmds]
@@ -208,11 +349,16 @@ class RejectSink:
         got = pipe.execute()
         claimed: list[_Pending] = []
         busy: list[RejectCommand] = []
-        for c, k, (verdict, value) in zip(cmds, keys, got, strict=True):
+        for c, k, (verdict, value, *prev) in zip(cmds, keys, got, strict=True):
             verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
             value = value.decode() if isinstance(value, bytes) else value
             if verdict == "send":
                 claimed.append(_Pending(c, k, value))
+            elif verdict == "takeover":  # its sender may have delivered before dying: look first
+                self.takeovers += 1
+                old = prev[0].decode() if prev and isinstance(prev[0], bytes) else (prev[0] if prev else "")
+                log.warning("reject claim %s (%s) is stale: taken over for frame %s", k, old, c.frame_id)
+                claimed.append(_Pending(c, k, value, check=self._delivered is not None))
             elif verdict == "busy":
                 busy.append(c)
             else:
@@ -221,6 +367,8 @@ class RejectSink:
 
     def _send(self, p: _Pending) -> None:
         key, value = p.cmd.to_kafka()
+        if p.attempts:
+            self.resent += 1
         p.attempts += 1
         p.future = self._producer.send(self._topic, key=key, value=value)
 
@@ -235,8 +383,36 @@ class RejectSink:
                 return "unknown"
             return "failed"
 
+    def _check_delivered(self, p: _Pending) -> str:
+        """Before (re)sending under a taken-over claim or after a failed send: is the command on the
+        topic already? ``delivered`` (mark it sent), ``send`` (not there; the claim, still ours, is
+        refreshed), ``keep`` (the lookup failed: nothing sent, the claim stays pending, asked again
+        next flush) or ``lost`` (the claim was taken over meanwhile: the other sender owns it)."""
+        try:
+            found = self._delivered(p.cmd, _claim_since(p.claim))  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - cannot tell: never risk a second delivery
+            self.lookup_failures += 1
+            p.errors.append(f"delivered lookup failed: {exc!r}")
+            log.warning("reject %s: cannot tell whether it is on %s already, not sending: %r",
+                        p.cmd.command_id, self._topic, exc)
+            return "keep"
+        if found:
+            self.found_delivered += 1
+            p.check = False
+            log.warning("reject %s for frame %s already delivered (%s): marked sent, not resent",
+                        p.cmd.command_id, p.cmd.frame_id, found)
+            return "delivered"
+        renewed = self._pending_value(p)
+        if not self._scripts["renew"](keys=[p.key], args=[p.claim, renewed, self._ttl]):
+            log.warning("reject claim %s was taken over while looking up item %s", p.key, p.cmd.item_id)
+            self.suppressed += 1
+            return "lost"
+        p.claim, p.check = renewed, False
+        return "send"
+
     def flush(self) -> list[RejectCommand]:
-        """Claim, send and confirm every buffered command; returns the commands newly sent.
+        """Claim, send and confirm every buffered command; returns the commands newly confirmed
+        (sent, or found on the topic already under a claim taken over or after a failed send).
 
         Raises :class:`SinkError` (a send not confirmed, a mark not written) or
         :class:`ClaimBusy`; what is left stays for the next flush, what is done is not redone."""
@@ -253,11 +429,22 @@ class RejectSink:
             claimed, busy = self._claim(cmds)
             self._todo = busy
             for p in claimed:
-                self._send(p)
+                if not p.check:
+                    self._send(p)
             self._inflight.extend(claimed)
         still: list[_Pending] = []
         for p in self._inflight:
             if p.future is None:
+                if p.check:
+                    outcome = self._check_delivered(p)
+                    if outcome == "keep":
+                        still.append(p)
+                        continue
+                    if outcome == "delivered":
+                        self._unmarked.append(p)
+                        continue
+                    if outcome == "lost":
+                        continue
                 self._send(p)
             verdict = self._resolve(p)
             if verdict == "acked":
@@ -265,10 +452,10 @@ class RejectSink:
             elif verdict == "unknown":
                 still.append(p)
             else:  # final failure: resend under the same (refreshed) claim, never release it
-                renewed = f"{p.cmd.frame_id}|pending|{self._now()}"
+                renewed = self._pending_value(p)
                 if self._scripts["renew"](keys=[p.key], args=[p.claim, renewed, self._ttl]):
-                    p.claim, p.future = renewed, None
-                    self.resent += 1
+                    # the broker may have stored it all the same: look it up before the resend
+                    p.claim, p.future, p.check = renewed, None, self._delivered is not None
                     still.append(p)
                 else:  # taken over by another sender (ours outlived takeover_s): theirs goes out
                     log.warning("reject claim %s was taken over while sending item %s", p.key, p.cmd.item_id)
@@ -300,9 +487,13 @@ class RejectSink:
         return sent
 
     def close(self) -> None:
-        if self._redis is not None:
-            self._redis.close()
-            self._redis = None
+        try:
+            if self._delivered is not None and hasattr(self._delivered, "close"):
+                self._delivered.close()
+        finally:
+            if self._redis is not None:
+                self._redis.close()
+                self._redis = None
 
 
 @dataclass(frozen=True)

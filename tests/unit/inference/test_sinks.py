@@ -63,9 +63,29 @@ def r(server):
     return fakeredis.FakeRedis(server=server)
 
 
-def reject_sink(r, producer, now: float = NOW) -> RejectSink:
+class DeliveredLog:
+    """The rejects topic as :class:`~inference.sinks.DeliveredLookup` sees it: ``on_topic`` maps a
+    ``command_id`` to where its record is; ``down`` makes the lookup raise (broker unreachable)."""
+
+    def __init__(self, producer: Producer | None = None):
+        self.on_topic: dict[str, str] = {}
+        self.calls: list[tuple[str, float]] = []
+        self.down = False
+        self.closed = False
+
+    def __call__(self, cmd: RejectCommand, since: float) -> str | None:
+        self.calls.append((cmd.command_id, since))
+        if self.down:
+            raise ConnectionError("broker unreachable")
+        return self.on_topic.get(cmd.command_id)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def reject_sink(r, producer, now: float = NOW, delivered=None) -> RejectSink:
     s = RejectSink(lambda: r, producer, "rejects.t", "p", claim_ttl_s=3600, delivery_timeout_s=5,
-                   takeover_s=20, clock=lambda: now)
+                   takeover_s=20, clock=lambda: now, delivered=delivered)
     s.setup()
     return s
 
@@ -229,6 +249,203 @@ def test_replayed_results_use_the_live_claim_so_an_item_is_rejected_once(r):
     s.flush()
     s.add(make_result(frame_id="a@run.0", item_id="i1", replay_of="a"))
     assert s.flush() == [] and len(prod.sent) == 1
+
+
+# --- a command already on the topic (its sender died after the broker stored it) -------------------
+
+def test_taken_over_claim_whose_command_is_on_the_topic_is_marked_sent_without_a_send(r):
+    r.set(reject_claim_key("p", "i1"), f"a|pending|{NOW - 999:.3f}")  # A sent, then died before the mark
+    prod, dlog = Producer(), DeliveredLog()
+    dlog.on_topic["L1/i1"] = "rejects.t[0]@7"
+    s = reject_sink(r, prod, delivered=dlog)
+    s.add(make_result(frame_id="b", item_id="i1"))  # another frame of the item, on another replica
+    assert [c.item_id for c in s.flush()] == ["i1"]
+    assert prod.sent == []
+    assert dlog.calls == [("L1/i1", NOW - 999)]  # read from A's claim time
+    assert claim(r, "i1") == "b|sent" and s.found_delivered == 1 and s.takeovers == 1
+    s.add(make_result(frame_id="c", item_id="i1"))
+    assert s.flush() == [] and prod.sent == [] and len(dlog.calls) == 1
+
+
+def test_taken_over_claim_whose_command_is_not_on_the_topic_is_sent_once(r):
+    r.set(reject_claim_key("p", "i1"), f"a|pending|{NOW - 999:.3f}|{NOW - 1500:.3f}")  # A died before sending
+    prod, dlog = Producer(), DeliveredLog()
+    s = reject_sink(r, prod, delivered=dlog)
+    s.add(make_result(frame_id="b", item_id="i1"))
+    assert [c.frame_id for c in s.flush()] == ["b"]
+    assert [c.item_id for c in commands(prod)] == ["i1"]
+    assert dlog.calls == [("L1/i1", NOW - 1500)]  # from the first claim, not the last takeover
+    assert claim(r, "i1") == "b|sent" and s.found_delivered == 0
+    s.add(make_result(frame_id="c", item_id="i1"))
+    assert s.flush() == [] and len(prod.sent) == 1
+
+
+def test_fresh_claim_is_sent_without_a_lookup(r):
+    prod, dlog = Producer(), DeliveredLog()
+    s = reject_sink(r, prod, delivered=dlog)
+    s.add(make_result(frame_id="a", item_id="i1"))
+    assert [c.item_id for c in s.flush()] == ["i1"] and dlog.calls == [] and len(prod.sent) == 1
+
+
+def test_failed_lookup_keeps_the_claim_pending_and_sends_nothing_until_it_answers(r):
+    r.set(reject_claim_key("p", "i1"), f"a|pending|{NOW - 999:.3f}")
+    prod, dlog = Producer(), DeliveredLog()
+    dlog.down = True
+    s = reject_sink(r, prod, delivered=dlog)
+    s.add(make_result(frame_id="b", item_id="i1"))
+    for _ in range(2):
+        with pytest.raises(SinkError, match="item i1 frame b.*delivered lookup failed"):
+            s.flush()
+    assert prod.sent == [] and s.pending == 1 and s.lookup_failures == 2
+    assert claim(r, "i1").startswith("b|pending|")  # ours now, kept pending (others see busy)
+    other = reject_sink(r, prod, delivered=dlog)
+    other.add(make_result(frame_id="c", item_id="i1"))
+    with pytest.raises(ClaimBusy):
+        other.flush()
+    dlog.down = False
+    dlog.on_topic["L1/i1"] = "rejects.t[0]@7"  # A's send had reached the broker
+    assert [c.item_id for c in s.flush()] == ["i1"]
+    assert prod.sent == [] and claim(r, "i1") == "b|sent"
+    assert other.flush() == [] and prod.sent == []
+
+
+def test_claim_taken_over_while_its_lookup_fails_is_left_to_the_new_owner(r):
+    r.set(reject_claim_key("p", "i1"), f"a|pending|{NOW - 999:.3f}")
+    prod, dlog = Producer(), DeliveredLog()
+    dlog.down = True
+    s = reject_sink(r, prod, delivered=dlog)
+    s.add(make_result(frame_id="b", item_id="i1"))
+    with pytest.raises(SinkError):
+        s.flush()
+    later = reject_sink(r, prod, now=NOW + 100, delivered=DeliveredLog())  # past takeover_s
+    later.add(make_result(frame_id="c", item_id="i1"))
+    assert [c.frame_id for c in later.flush()] == ["c"]
+    dlog.down = False  # b's lookup answers now: not on the topic, but the claim is no longer b's
+    assert s.flush() == []
+    assert [c.frame_id for c in commands(prod)] == ["c"] and claim(r, "i1") == "c|sent"
+
+
+def test_failed_send_found_on_the_topic_is_not_resent(r):
+    prod, dlog = Producer(), DeliveredLog()
+    prod.plan[b"i1"] = [Fut("fail")]  # delivery timed out in the producer, yet the broker stored it
+    s = reject_sink(r, prod, delivered=dlog)
+    s.add(make_result(frame_id="a", item_id="i1"))
+    with pytest.raises(SinkError, match="item i1 frame a"):
+        s.flush()
+    dlog.on_topic["L1/i1"] = "rejects.t[0]@3"
+    assert [c.item_id for c in s.flush()] == ["i1"]
+    assert len(prod.sent) == 1 and s.resent == 0 and s.found_delivered == 1
+    assert dlog.calls == [("L1/i1", NOW)] and claim(r, "i1") == "a|sent"
+
+
+def test_failed_send_not_on_the_topic_is_resent_once(r):
+    prod, dlog = Producer(), DeliveredLog()
+    prod.plan[b"i1"] = [Fut("fail")]
+    s = reject_sink(r, prod, delivered=dlog)
+    s.add(make_result(frame_id="a", item_id="i1"))
+    with pytest.raises(SinkError):
+        s.flush()
+    assert [c.item_id for c in s.flush()] == ["i1"]
+    assert len(prod.sent) == 2 and s.resent == 1 and len(dlog.calls) == 1 and claim(r, "i1") == "a|sent"
+
+
+class FakeConsumer:
+    """What DeliveredLookup asks of kafka-python's KafkaConsumer, over in-memory partitions."""
+
+    def __init__(self, parts: dict[int, list[tuple[int, bytes, bytes]]]):  # partition -> (ts_ms, key, value)
+        self.parts, self.pos, self.paused, self.closed = parts, {}, set(), False
+
+    def partitions_for_topic(self, topic):
+        return set(self.parts)
+
+    def assign(self, tps):
+        self.tps = list(tps)
+
+    def offsets_for_times(self, stamps, timeout_ms=None):
+        from kafka.structs import OffsetAndTimestamp
+
+        out = {}
+        for tp, ms in stamps.items():
+            at = [i for i, (ts, _, _) in enumerate(self.parts[tp.partition]) if ts >= ms]
+            out[tp] = OffsetAndTimestamp(at[0], self.parts[tp.partition][at[0]][0], -1) if at else None
+        return out
+
+    def end_offsets(self, tps, timeout_ms=None):
+        return {tp: len(self.parts[tp.partition]) for tp in tps}
+
+    def seek(self, tp, offset):
+        self.pos[tp] = offset
+
+    def pause(self, *tps):
+        self.paused.update(tps)
+
+    def resume(self, *tps):
+        self.paused.difference_update(tps)
+
+    def position(self, tp, timeout_ms=None):
+        return self.pos[tp]
+
+    def poll(self, timeout_ms=0, max_records=None):
+        from types import SimpleNamespace
+
+        out = {}
+        for tp, at in self.pos.items():
+            recs = self.parts[tp.partition][at:at + 2]  # two records per poll
+            if tp not in self.paused and recs:
+                out[tp] = [SimpleNamespace(offset=at + i, timestamp=ts, key=k, value=v)
+                           for i, (ts, k, v) in enumerate(recs)]
+                self.pos[tp] = at + len(recs)
+        return out
+
+    def close(self, autocommit=True):
+        self.closed = True
+
+
+def _cmd_value(item: str, line: str = "L1") -> bytes:
+    return RejectCommand.from_result(make_result(item_id=item, line_id=line)).to_kafka()[1]
+
+
+def test_delivered_lookup_reads_from_the_claim_time_and_matches_key_and_command_id():
+    from inference.sinks import DeliveredLookup
+
+    t0 = 1_000_000_000  # ms
+    parts = {
+        0: [(t0 - 60_000, b"i1", _cmd_value("i1")),  # before since - margin: not read
+            (t0 + 1, b"i2", _cmd_value("i2")), (t0 + 2, b"i1", _cmd_value("i1", line="L2")),
+            (t0 + 3, b"i1", b"not json")],
+        1: [(t0 + 5, b"i3", _cmd_value("i3")), (t0 + 6, b"i1", _cmd_value("i1"))],
+    }
+    fake = FakeConsumer(parts)
+    look = DeliveredLookup({}, "rejects.t", margin_s=10, consumer_factory=lambda: fake)
+    cmd = RejectCommand.from_result(make_result(item_id="i1"))
+    assert look(cmd, t0 / 1000) == "rejects.t[1]@1"
+    parts[1].pop()  # not there: every partition read to its end
+    assert look(cmd, t0 / 1000) is None
+    assert look(cmd, t0 / 1000 - 55) == "rejects.t[0]@0"  # an earlier claim: the older record counts
+    look.close()
+    assert fake.closed
+
+
+def test_delivered_lookup_that_cannot_finish_raises_and_drops_its_consumer():
+    from inference.sinks import DeliveredLookup
+
+    fake = FakeConsumer({0: [(i, b"x", b"{}") for i in range(50)]})
+    made = []
+    look = DeliveredLookup({}, "rejects.t", margin_s=0, max_records=10,
+                           consumer_factory=lambda: made.append(fake) or fake)
+    with pytest.raises(SinkError, match="not finished after"):
+        look(RejectCommand.from_result(make_result(item_id="i1")), 0.0)
+    assert fake.closed
+    fake.closed, look._max_records = False, 1000
+    assert look(RejectCommand.from_result(make_result(item_id="i1")), 0.0) is None
+    assert len(made) == 2  # a fresh consumer after the failed lookup
+
+
+def test_close_closes_the_lookup(r):
+    dlog = DeliveredLog()
+    s = reject_sink(r, Producer(), delivered=dlog)
+    s.close()
+    assert dlog.closed
 
 
 # --- dead letters --------------------------------------------------------------------------------
