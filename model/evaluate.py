@@ -98,7 +98,10 @@ def evaluate(
     types = np.array([s.defect_type for s in samples])
     default_roi = Path(roi_path) if roi_path else data.default_roi_path(root, category)
     rois = data.load_rois(samples, S, default_roi) if use_roi else None
-    tau = meta.thresholds.image
+    # the thresholds calibrated in the precision evaluated (model.pipeline keeps one per precision)
+    th = meta.calibration.get("thresholds_by_precision", {}).get(precision)
+    th = th or meta.thresholds.model_dump()
+    tau = float(th["image"])
 
     res = run(net, images, rois, device=dev, batch_size=batch_size, precision=precision,
               keep_recon=True)
@@ -109,7 +112,7 @@ def evaluate(
     metrics: dict[str, Any] = all_metrics(labels, res.scores, masks, res.heat, tau, valid=rois)
     metrics["per_defect_type"] = _per_type(types, labels, res.scores, masks, res.heat, tau, rois)
     metrics["threshold"] = tau
-    metrics["pixel_threshold"] = meta.thresholds.pixel
+    metrics["pixel_threshold"] = float(th["pixel"])
     metrics["model_version"] = meta.version
     metrics["category"] = category
     metrics["roi_at_inference"] = rois is not None
