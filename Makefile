@@ -35,7 +35,7 @@ bench-quality: setup
 
 # soak, not a test: the line at 70 % of the bare model's rate for 30 min, RSS of every process
 # (growth < 5 %), every frame decided; SOAK_ARGS e.g. --minutes 3
-soak: setup
+soak: stack-up
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 lint: setup
