@@ -19,7 +19,7 @@ from ingest.contract import FrameMeta, encode_frame
 
 from .test_contracts import make_result
 
-NOW = datetime.now(UTC)
+NOW = datetime.now(UTC)  # for times hours in the past only: frames default to capture 'now'
 
 
 def config(**over) -> ServeAppConfig:
@@ -33,7 +33,7 @@ def polled(offset: int = 7, captured_at: datetime | None = None, recipe: str = "
            replay_of=None, error: BaseException | None = None, headers=None) -> PolledFrame:
     img = np.full((8, 8), 100, np.uint8)
     meta = FrameMeta(line_id="L1", camera_id="cam0", frame_id=f"f{offset}", item_id=f"i{offset}",
-                     captured_at=captured_at or NOW, encoding="png", width=8, height=8, channels=1,
+                     captured_at=captured_at or datetime.now(UTC), encoding="png", width=8, height=8, channels=1,
                      recipe=recipe, deadline_ms=deadline_ms, replay_of=replay_of)
     value, hdrs = encode_frame(img, meta)
     # meta as decoded, built directly: the core must hold even for what the contract would refuse
