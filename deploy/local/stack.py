@@ -484,6 +484,9 @@ def restart_redis(mode: str = "shutdown", downtime_s: float = 0.0) -> None:
             os.killpg(pid, signal.SIGKILL)
         _wait("redis exit", lambda: not _alive(pid), 30.0)
         _pid_file("redis").unlink(missing_ok=True)
+    # the main process can be gone while a forked child (an AOF rewrite) still holds the listening
+    # socket for a moment: start again only once the port is free
+    _wait("redis port free", lambda: not _port_open(REDIS_PORT), 30.0)
     time.sleep(downtime_s)
     start_redis()
 
