@@ -206,10 +206,12 @@ def capacity_sections() -> tuple[Section, ...]:
                   _s(f"sum by ({by_dep}) ({pq.SERVE_ONGOING})", "{{application}} {{deployment}}"),
                   description="What autoscaling reads (target_ongoing_requests per replica)."),
             Chart("Queue and wait latency p99", (
-                Series(pq.quantile(0.99, im.STAGE_LATENCY, _stage("queue"), by=""),
-                       "queue (capture → ingress)"),
+                Series(pq.quantile(0.99, im.STAGE_LATENCY, _stage("kafka"), by=""),
+                       "kafka (queued in Kafka → polled)"),
                 Series(pq.quantile(0.99, im.STAGE_LATENCY, _stage("wait"), by=""),
-                       "wait (handle → batch start)"),
+                       "wait (handle call → batch start)"),
+                Series(pq.quantile(0.99, im.STAGE_LATENCY, _stage("commit"), by=""),
+                       "commit (confirmed → offset committed)"),
             ), "s"),
         )),
         Section("Backlog", (

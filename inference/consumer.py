@@ -71,6 +71,10 @@ class PolledFrame:
     headers: list[tuple[str, bytes]]
     received_at: float  # time.time() when poll returned it
     decode_s: float
+    #: the record's Kafka timestamp (time.time() scale; None when the record has none)
+    record_ts: float | None = None
+    #: time.time() when the event loop took the frame over (set by the ingress)
+    accepted_at: float = 0.0
     meta: Any = None  # ingest.contract.FrameMeta
     image: np.ndarray | None = None
     error: BaseException | None = None
@@ -116,8 +120,12 @@ class FrameConsumer(threading.Thread):
         on_lag: Callable[[dict[int, int]], None] | None = None,
         lookup: Callable[[list[tuple[str, str]]], dict[tuple[str, str], Any]] | None = None,
         prefix_of: Callable[[Any], str] | None = None,
+        on_commit: Callable[[list[tuple[Any, float]]], None] | None = None,
     ):
+        """``on_commit`` gets ``(label, seconds waited)`` of the offsets each commit covered
+        (labels: ``(line_id, camera_id)`` of the decoded frames, else None)."""
         super().__init__(name="grdline-consumer", daemon=True)
+        self._on_commit = on_commit
         self._cfg = cfg
         self._tracker = tracker
         self._deliver = deliver
@@ -285,6 +293,7 @@ class FrameConsumer(threading.Thread):
                         headers = printable_headers(headers)
                         raise InvalidHeaderError(bad_key, "header key is not valid UTF-8")
                     meta, image = decode_frame(rec.value, headers)
+                    self._tracker.label(ticket, (meta.line_id, meta.camera_id))
                 except FrameError as exc:  # a bad frame is data, not a failure: dead-lettered
                     err = exc
                 except Exception as exc:  # noqa: BLE001 - whatever else a record triggers: dead-lettered too
@@ -296,6 +305,7 @@ class FrameConsumer(threading.Thread):
                         ticket=ticket, topic=tp.topic, partition=tp.partition, offset=rec.offset,
                         key=rec.key if isinstance(rec.key, bytes) else None, value=bytes(value), headers=headers,
                         received_at=received, decode_s=time.perf_counter() - t0, meta=meta, image=image, error=err,
+                        record_ts=_record_ts(rec),
                     )
                 )
         self._attach_existing(out)
@@ -351,8 +361,10 @@ class FrameConsumer(threading.Thread):
             self.commit_errors += 1
             log.warning("commit of %s failed (%r); retried at the next interval", offsets, exc)
             return
-        self._tracker.mark_committed(offsets)
+        waits = self._tracker.mark_committed(offsets)
         self.commits += 1
+        if self._on_commit is not None and waits:
+            self._on_commit(waits)
 
     def _report_lag(self) -> None:
         lag: dict[int, int] = {}
@@ -374,6 +386,11 @@ class FrameConsumer(threading.Thread):
             time.sleep(0.01)
         self.commit()
         self._consumer.close(autocommit=False)
+
+
+def _record_ts(rec: Any) -> float | None:
+    ts = getattr(rec, "timestamp", None)
+    return ts / 1000.0 if isinstance(ts, int) and ts > 0 else None
 
 
 class _UnreadableRecord(RuntimeError):

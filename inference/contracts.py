@@ -66,17 +66,32 @@ class Box(BaseModel):
 
 
 class Timings(BaseModel):
-    """Per-stage latency of one frame in milliseconds.
+    """Per-stage latency of one frame in milliseconds, in order; the stages sum to ``total``
+    (capture → decision) up to clock differences between camera and line.
 
-    ``queue``: capture → ingress received it; ``decode``; ``wait``: handed to the model → its batch
-    started (batching + routing); ``model``: the batch's model time; ``total``: capture → decision.
+    ``produce``: capture → the record's Kafka timestamp (camera encode, producer linger);
+    ``kafka``: Kafka timestamp → the ingress' poll returned it (queued in Kafka);
+    ``poll``: poll returned → on the ingress event loop, less this frame's own decode (the rest of
+    the poll's records decoded, the redelivery lookup, the hop from the consumer thread);
+    ``decode``: this frame's decode; ``group``: on the loop → its handle call to the model left;
+    ``wait``: call left → its batch started (routing, Serve's batch queue, the batch ahead);
+    ``model``: the batch's predict; ``post``: the batch's masks encoded (PNG, regions);
+    ``reply``: batch done → decided at the ingress (the reply's way back);
+    ``total``: capture → decision. The sinks and the offset commit come after the decision: they
+    are in the ``grdline_stage_latency_seconds`` metric (stages ``sinks``, ``commit``), not here.
+    A frame the model gave no answer for has zeros from ``wait`` to ``reply``.
     """
 
     model_config = ConfigDict(extra="forbid")
-    queue: float = 0.0
+    produce: float = 0.0
+    kafka: float = 0.0
+    poll: float = 0.0
     decode: float = 0.0
+    group: float = 0.0
     wait: float = 0.0
     model: float = 0.0
+    post: float = 0.0
+    reply: float = 0.0
     total: float = 0.0
 
 

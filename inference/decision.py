@@ -171,13 +171,7 @@ def decide(
             ld = late_decision(chosen)
             decision, policy = ld.decision, ld.policy
         answered = reply if isinstance(reply, ModelReply) else None
-        timings = Timings(
-            queue=max(0.0, (f.received_at - meta.captured_at.timestamp()) * 1000),
-            decode=f.decode_s * 1000,
-            wait=max(0.0, (answered.batch_started - sent_at) * 1000) if answered else 0.0,
-            model=answered.model_s * 1000 if answered else 0.0,
-            total=_ms_between(meta.captured_at, decided),
-        )
+        timings = stage_timings(f, answered, sent_at, decided)
         out.inspected = verdict is not None
         out.result = Result(
             frame_id=meta.frame_id, item_id=meta.item_id, line_id=meta.line_id, camera_id=meta.camera_id,
@@ -195,6 +189,28 @@ def decide(
         out.result = None
         out.dead = dead_letter(f, f"result could not be built: {type(exc).__name__}: {exc}", STAGE_INFERENCE, exc)
     return out
+
+
+def stage_timings(f: PolledFrame, answered: ModelReply | None, sent_at: float, decided: datetime) -> Timings:
+    """The frame's :class:`~inference.contracts.Timings` from the stamps along its way (ms)."""
+    captured = f.meta.captured_at.timestamp()
+
+    def ms(a: float, b: float) -> float:
+        return max(0.0, (b - a) * 1000) if a and b else 0.0
+
+    kafka_ts = f.record_ts if f.record_ts is not None else captured
+    accepted = f.accepted_at or f.received_at
+    t = {
+        "produce": ms(captured, kafka_ts), "kafka": ms(kafka_ts, f.received_at),
+        "poll": max(0.0, ms(f.received_at, accepted) - f.decode_s * 1000), "decode": f.decode_s * 1000,
+        "group": ms(accepted, sent_at),
+    }
+    if answered is not None:
+        model_end = answered.batch_started + answered.model_s
+        done = answered.batch_done or model_end
+        t.update(wait=ms(sent_at, answered.batch_started), model=answered.model_s * 1000,
+                 post=ms(model_end, done), reply=ms(done, decided.timestamp()))
+    return Timings(**t, total=_ms_between(f.meta.captured_at, decided))
 
 
 def _ms_between(a: datetime, b: datetime) -> float:

@@ -66,6 +66,7 @@ class LineIngress:
             cfg, self._tracker, lambda fs: self._loop.call_soon_threadsafe(self._accept, fs),
             lambda lag: self._loop.call_soon_threadsafe(self._set_lag, lag),
             lookup=lookup, prefix_of=lambda meta: prefix_for(meta, cfg),
+            on_commit=lambda waits: self._loop.call_soon_threadsafe(M.account_commit, self._metrics, self._labels, waits),
         )
         self._consumer.start()
 
@@ -76,7 +77,9 @@ class LineIngress:
 
     def _accept(self, frames: list[PolledFrame]) -> None:
         """Each polled record becomes an outcome now, or joins its partition's model group."""
+        accepted = time.time()
         for f in frames:
+            f.accepted_at = accepted
             try:
                 p = prepare(f, self._cfg, self._rois, f.existing)
                 out = p if isinstance(p, Outcome) else p.out
@@ -104,9 +107,8 @@ class LineIngress:
                 await asyncio.sleep(c.sink_flush_interval_ms / 1000.0)
             while len(batch) < c.sink_flush_max and not self._outq.empty():
                 batch.append(self._outq.get_nowait())
-            t0 = time.perf_counter()
             report = await self._loop.run_in_executor(self._sink_exec, self._write, batch)
-            M.account(self._metrics, self._labels, self._stats, report, time.perf_counter() - t0)
+            M.account(self._metrics, self._labels, self._stats, report, time.time())
             self._metrics.set(M.INFLIGHT_FRAMES, self._tracker.in_flight())
 
     def _write(self, batch: list[Outcome]) -> FlushReport:

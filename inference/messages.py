@@ -31,7 +31,8 @@ class ModelReply:
     boxes: list[Box] = field(default_factory=list)
     batch_size: int = 1
     batch_started: float = 0.0  # wall clock (time.time()) when the batch's predict began
-    model_s: float = 0.0
+    model_s: float = 0.0  # the batch's predict
+    batch_done: float = 0.0  # wall clock when the batch's replies were ready (masks encoded)
 
 
 @dataclass

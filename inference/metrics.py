@@ -40,8 +40,13 @@ BATCH_SIZE = "grdline_batch_size"
 CONSUMER_LAG = "grdline_consumer_lag"
 INFLIGHT_FRAMES = "grdline_inflight_frames"
 
-#: Values of the ``stage`` label of :data:`STAGE_LATENCY`.
-STAGES = ("queue", "decode", "wait", "model", "sinks")
+#: Values of the ``stage`` label of :data:`STAGE_LATENCY`, in a frame's order: the fields of
+#: :class:`~inference.contracts.Timings` before the decision (those of ``MODEL_STAGES`` only for
+#: frames the model answered), then ``sinks`` (decided → result, reject and dead letter confirmed)
+#: and ``commit`` (confirmed → its offset committed).
+DECISION_STAGES = ("produce", "kafka", "poll", "decode", "group")
+MODEL_STAGES = ("wait", "model", "post", "reply")
+STAGES = (*DECISION_STAGES, *MODEL_STAGES, "sinks", "commit")
 #: Values of the ``stage`` label of :data:`FRAMES_DEAD_LETTERED`.
 DLQ_STAGES = (STAGE_DECODE, STAGE_VALIDATE, STAGE_INFERENCE)
 #: Values of the ``reason`` label of :data:`FRAMES_FAILSAFE` (``Result.failsafe``).
@@ -205,9 +210,10 @@ INGRESS_METRICS = (
 MODEL_METRICS = (MODEL_LATENCY, BATCH_SIZE)
 
 
-def account(m: Recorders, labels: LabelCap, stats: dict, report: object, sink_s: float) -> None:
-    """Record one confirmed checkpoint flush (:class:`~inference.checkpoint.FlushReport`): per
-    outcome the counters and latencies above, in ``m`` and the replica's ``stats`` counters."""
+def account(m: Recorders, labels: LabelCap, stats: dict, report: object, confirmed_at: float) -> None:
+    """Record one confirmed checkpoint flush (:class:`~inference.checkpoint.FlushReport`; its
+    outcomes confirmed at wall time ``confirmed_at``): per outcome the counters and latencies
+    above, in ``m`` and the replica's ``stats`` counters."""
     for o in report.outcomes:
         tags = labels.tags(o.line, o.camera)
         if o.dead is not None:
@@ -221,13 +227,13 @@ def account(m: Recorders, labels: LabelCap, stats: dict, report: object, sink_s:
             continue
         t = r.timings_ms
         m.observe(E2E_LATENCY, t.total / 1000, **tags)
-        m.observe(STAGE_LATENCY, t.queue / 1000, stage="queue", **tags)
-        m.observe(STAGE_LATENCY, t.decode / 1000, stage="decode", **tags)
-        m.observe(STAGE_LATENCY, sink_s, stage="sinks", **tags)
+        for stage in DECISION_STAGES:
+            m.observe(STAGE_LATENCY, getattr(t, stage) / 1000, stage=stage, **tags)
+        m.observe(STAGE_LATENCY, max(0.0, confirmed_at - r.decided_at.timestamp()), stage="sinks", **tags)
         if o.inspected:
             m.inc(FRAMES_INSPECTED, **tags)
-            m.observe(STAGE_LATENCY, t.wait / 1000, stage="wait", **tags)
-            m.observe(STAGE_LATENCY, t.model / 1000, stage="model", **tags)
+            for stage in MODEL_STAGES:
+                m.observe(STAGE_LATENCY, getattr(t, stage) / 1000, stage=stage, **tags)
             stats["inspected"] += 1
             if r.decision:
                 m.inc(FRAMES_DEFECTIVE, **tags)
@@ -243,3 +249,11 @@ def account(m: Recorders, labels: LabelCap, stats: dict, report: object, sink_s:
         m.inc(ITEMS_REJECTED, **labels.tags(cmd.line_id, cmd.camera_id))
     stats["rejects_sent"] += len(report.sent)
     stats["completed"] += len(report.outcomes)
+
+
+def account_commit(m: Recorders, labels: LabelCap, waits: list[tuple[object, float]]) -> None:
+    """Record the ``commit`` stage: ``(label, seconds)`` per offset a commit covered (label
+    ``(line, camera)``, or None for a record that never decoded)."""
+    for tag, wait_s in waits:
+        line, camera = tag if isinstance(tag, tuple) and len(tag) == 2 else ("unknown", "unknown")
+        m.observe(STAGE_LATENCY, wait_s, stage="commit", **labels.tags(line, camera))

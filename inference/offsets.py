@@ -14,7 +14,9 @@ from the last commit, and the sinks are idempotent.
 
 Each outstanding offset also carries its size in bytes and when it was polled, so the consumer
 bounds the in-flight window in bytes as well as frames (:meth:`OffsetTracker.in_flight_bytes`) and
-health can see a frame stuck in flight (:meth:`OffsetTracker.oldest_age_s`).
+health can see a frame stuck in flight (:meth:`OffsetTracker.oldest_age_s`). Completed offsets
+remember when they completed (and an optional label), so :meth:`OffsetTracker.mark_committed`
+returns how long each waited for its commit (the ``commit`` latency stage).
 
 Thread-safe: the consumer thread adds/commits, the event loop completes.
 """
@@ -47,6 +49,10 @@ class _Partition:
     done: set[int] = field(default_factory=set)
     #: offset -> (monotonic time polled, bytes) for offsets polled and not completed
     live: dict[int, tuple[float, int]] = field(default_factory=dict)
+    #: offset -> label (e.g. line and camera) of offsets polled and not committed
+    tags: dict[int, Hashable] = field(default_factory=dict)
+    #: (offset, monotonic time completed, label) of completed offsets not yet committed (a heap)
+    completed: list[tuple[int, float, Hashable]] = field(default_factory=list)
 
     def watermark(self) -> int | None:
         while self.heap and self.heap[0] in self.done:
@@ -59,6 +65,11 @@ class _Partition:
 
     def in_flight(self) -> int:
         return len(self.outstanding) - len(self.done)
+
+
+#: Completed-but-uncommitted offsets remembered per partition for the commit latency (a commit
+#: outage drops the oldest samples beyond this, never the offsets themselves).
+_MAX_COMPLETED_SAMPLES = 10_000
 
 
 class OffsetTracker:
@@ -106,7 +117,17 @@ class OffsetTracker:
                 return False
             p.done.add(ticket.offset)
             p.live.pop(ticket.offset, None)
+            heapq.heappush(p.completed, (ticket.offset, time.monotonic(), p.tags.pop(ticket.offset, None)))
+            if len(p.completed) > _MAX_COMPLETED_SAMPLES:
+                p.completed.pop()  # some sample, not the lowest offset: the heap stays a heap
             return True
+
+    def label(self, ticket: Ticket, tag: Hashable) -> None:
+        """Attach ``tag`` to an in-flight offset; :meth:`mark_committed` returns it with its wait."""
+        with self._lock:
+            p = self._parts.get(ticket.partition)
+            if p is not None and p.epoch == ticket.epoch and ticket.offset in p.live:
+                p.tags[ticket.offset] = tag
 
     def is_current(self, ticket: Ticket) -> bool:
         """Whether ``ticket``'s partition is still assigned in the epoch it was issued in."""
@@ -124,13 +145,20 @@ class OffsetTracker:
                     out[tp] = wm
             return out
 
-    def mark_committed(self, offsets: dict[Hashable, int]) -> None:
-        """Record a successful commit (ignores partitions revoked meanwhile)."""
+    def mark_committed(self, offsets: dict[Hashable, int]) -> list[tuple[Hashable, float]]:
+        """Record a successful commit (ignores partitions revoked meanwhile). Returns ``(label,
+        seconds from completion to this commit)`` of every completed offset the commit covered."""
+        now = time.monotonic()
+        waits: list[tuple[Hashable, float]] = []
         with self._lock:
             for tp, off in offsets.items():
                 p = self._parts.get(tp)
                 if p is not None and (p.committed is None or off > p.committed):
                     p.committed = off
+                    while p.completed and p.completed[0][0] < off:
+                        _, t, tag = heapq.heappop(p.completed)
+                        waits.append((tag, now - t))
+        return waits
 
     def revoke(self, partitions: Iterable[Hashable]) -> dict[Hashable, int]:
         """Stop tracking ``partitions``; return the final watermark of those that moved past their

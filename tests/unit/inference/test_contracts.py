@@ -33,7 +33,7 @@ def make_result(**kw) -> Result:
         captured_at=T0, decided_at=T0 + timedelta(milliseconds=30),
         deadline_at=T0 + timedelta(milliseconds=100), score=0.73, decision=True,
         threshold=0.5, model_version="v1", roi_id="recipe:vials", defect_area=area, boxes=boxes,
-        timings_ms=Timings(queue=1.5, decode=0.2, wait=3.0, model=12.0, total=30.0),
+        timings_ms=Timings(produce=0.5, kafka=1.0, decode=0.2, wait=3.0, model=12.0, post=0.4, total=30.0),
         mask_png=mask_to_png(mask), topic="frames", partition=2, offset=41,
     )
     base.update(kw)

@@ -163,3 +163,26 @@ def test_a_verdict_after_the_deadline_is_late(cfg, rois):
     p = prepare(polled(deadline_ms=10), cfg, rois)
     r = decide(p, reply(0.1, False), datetime.now(UTC) + timedelta(seconds=1), time.time(), cfg).result
     assert r.late and r.decision and r.failsafe == "late"
+
+
+def test_stage_timings_follow_the_stamps_and_sum_to_the_total(cfg, rois):
+    t0 = time.time() - 1.0
+    f = polled(captured_at=datetime.fromtimestamp(t0, UTC))
+    f.record_ts, f.received_at, f.decode_s, f.accepted_at = t0 + 0.010, t0 + 0.030, 0.002, t0 + 0.035
+    p = prepare(f, cfg, rois)
+    sent = t0 + 0.040
+    r = ModelReply(score=0.9, decision=True, threshold=0.5, model_version="v1", mask_png=b"png", defect_area=3,
+                   batch_started=t0 + 0.060, model_s=0.100, batch_done=t0 + 0.170)
+    t = decide(p, r, datetime.fromtimestamp(t0 + 0.180, UTC), sent, cfg).result.timings_ms
+    expected = {"produce": 10, "kafka": 20, "poll": 3, "decode": 2, "group": 5, "wait": 20, "model": 100,
+                "post": 10, "reply": 10, "total": 180}
+    assert {k: round(v, 3) for k, v in t.model_dump().items()} == pytest.approx(expected, abs=0.01)
+    stages = sum(v for k, v in t.model_dump().items() if k != "total")
+    assert stages == pytest.approx(t.total, abs=0.01)
+
+
+def test_a_frame_without_an_answer_has_no_model_stages(cfg, rois):
+    f = polled()
+    p = prepare(f, cfg, rois)
+    t = decide(p, None, datetime.now(UTC), time.time(), cfg).result.timings_ms
+    assert t.wait == t.model == t.post == t.reply == 0.0 and t.total >= 0.0

@@ -214,3 +214,18 @@ def test_in_flight_bytes_and_oldest_age_follow_completion():
     t.complete(a)
     assert t.in_flight_bytes() == 50 and t.oldest_age_s(now=15.0) == 3.0
     assert t.watermarks([P0]) == {P0: 1}
+
+
+def test_a_commit_reports_how_long_each_covered_offset_waited_with_its_label():
+    t = OffsetTracker()
+    t.assign([P0])
+    tickets = [t.add(P0, off) for off in range(3)]
+    t.label(tickets[0], ("L1", "cam0"))
+    t.complete(tickets[1])
+    t.complete(tickets[0])
+    waits = t.mark_committed(t.committable())  # watermark 2: offsets 0 and 1
+    assert [tag for tag, _ in waits] == [("L1", "cam0"), None]
+    assert all(0.0 <= w < 5.0 for _, w in waits)
+    t.complete(tickets[2])
+    assert [tag for tag, _ in t.mark_committed(t.committable())] == [None]
+    assert t.mark_committed({P0: 3}) == []  # nothing covered twice
