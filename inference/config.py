@@ -80,6 +80,14 @@ class ModelDeploymentSettings(_Strict):
     """Placement and scaling of ``GRDNetModel``."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Runtime: ``torch``, or ``onnxruntime`` (the fp32 ONNX export, ``grdline export``; CPU only).
+    #: None = the artefact's ``inference.backend``.
+    backend: Literal["torch", "onnxruntime"] | None = None
+    #: Numeric mode; None = the artefact's ``inference.cpu_precision`` / ``gpu_precision``.
+    #: ``auto`` serves a low precision only where training calibrated it
+    #: (``model.predictor.resolve_precision``); a forced one the artefact did not calibrate uses
+    #: the fp32 thresholds. fp16 is CUDA only; onnxruntime runs fp32 only.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] | None = None
     #: GPU share per replica when a GPU is present (device auto/cuda); fractional packs replicas.
     num_gpus: float = Field(default=0.5, gt=0, le=8)
     num_cpus: float = Field(default=1.0, ge=0)
@@ -95,6 +103,26 @@ class ModelDeploymentSettings(_Strict):
     #: ``check_health`` fails (Serve replaces the replica) after this many consecutive batches that
     #: raised or produced a non-finite score.
     unhealthy_after_failures: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _runtime_fits(self) -> ModelDeploymentSettings:
+        self.check_runtime(None if self.device == "auto" else self.device)
+        return self
+
+    def check_runtime(self, device: str | None) -> None:
+        """Refuse a ``backend`` / ``precision`` that ``device`` (``cpu`` / ``cuda``; None = not
+        known yet) cannot run, naming the field. Checked when the config loads, and again with the
+        device a replica resolved ``auto`` to, before the model is loaded."""
+        if self.backend == "onnxruntime" and self.precision not in (None, "auto", "fp32"):
+            raise ValueError(f"model.precision {self.precision!r} needs model.backend torch: "
+                             "onnxruntime runs the fp32 export")
+        if self.backend == "onnxruntime" and device == "cuda":
+            raise ValueError(f"model.backend 'onnxruntime' runs on the CPU only, but model.device "
+                             f"{self.device!r} is cuda here; set model.device: cpu, or "
+                             "model.backend: torch on a GPU")
+        if self.precision == "fp16" and device == "cpu":
+            raise ValueError(f"model.precision 'fp16' is CUDA only, but model.device {self.device!r} "
+                             "is cpu here; use fp32, bf16 or auto")
 
 
 class IngressSettings(_Strict):

@@ -51,13 +51,20 @@ _SERVE_CONCURRENT_BATCHES = 8
 
 
 def load_predictor(cfg: ServeAppConfig, device: str) -> Any:
+    """The stand-in, or the artefact's Predictor on ``device`` (resolved) with the serving config's
+    ``model.backend`` / ``model.precision`` (None = the artefact's); a combination the device
+    cannot run fails here, naming the field, before anything is loaded."""
     if cfg.standin is not None:
         from inference.standin import StandInPredictor
 
         return StandInPredictor(cfg.standin)
     from model.predictor import Predictor
 
-    return Predictor.load(cfg.model_dir, device=device)
+    cfg.model.check_runtime(device)
+    p = Predictor.load(cfg.model_dir, device=device, backend=cfg.model.backend,
+                       precision=cfg.model.precision)
+    log.info("model runtime: backend %s, precision %s on %s", p.backend, p.precision, device)
+    return p
 
 
 def resolve_device(requested: str) -> str:
