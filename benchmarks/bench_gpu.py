@@ -217,6 +217,10 @@ def reset_dynamo() -> None:
             setattr(torch._dynamo.config, name, 64)
 
 
+class ContextLost(RuntimeError):
+    """The CUDA context is broken (sticky error): nothing more can be measured in this process."""
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.args, self.device = args, device
@@ -262,8 +266,11 @@ class Bench:
 
     def measure(self, profile: str, precision: str, fmt: str, mode: str, fn_for_batch,
                 ref: torch.Tensor, x8: torch.Tensor, roi: torch.Tensor) -> None:
-        """Time ``fn_for_batch(b)() → η`` for every batch size; one row each."""
-        for b in self.args.batches:
+        """Time ``fn_for_batch(b)() → η`` for every batch size; one row each. A failed row is
+        recorded as skipped with the larger batches of the same series (an OOM or a compile
+        error would repeat there), and the run goes on with the next series."""
+        batches = self.args.batches
+        for i, b in enumerate(batches):
             what = {"profile": profile, "precision": precision, "format": fmt, "mode": mode,
                     "batch": b}
             try:
@@ -273,17 +280,29 @@ class Bench:
                 torch.cuda.synchronize()
                 first = time.perf_counter() - t
                 sec = timeit(fn, self.args.seconds, self.args.repeats)
-            except torch.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                self.skip(what, "out of GPU memory")
-                break
             except Exception as exc:  # a benchmark reports what failed and goes on
-                traceback.print_exc()
-                self.skip(what, f"{type(exc).__name__}: {str(exc)[:300]}")
-                break
+                oom = isinstance(exc, torch.OutOfMemoryError)
+                if not oom:
+                    traceback.print_exc()
+                fn = None
+                torch.cuda.empty_cache()
+                rest = f"; batches {batches[i + 1:]} not tried" if batches[i + 1:] else ""
+                why = "out of GPU memory" if oom else f"{type(exc).__name__}: {str(exc)[:300]}"
+                self.skip(what, why + rest)
+                self.check_context()
+                return
             diff = float((score - ref[:b]).abs().max())
             self.add({**what, "images_per_s": b / sec, "ms_per_batch": 1000 * sec,
                       "first_call_s": first, "max_abs_score_diff": diff})
+
+    def check_context(self) -> None:
+        """After a failed row: a sticky CUDA error (illegal access, a broken graph capture) makes
+        every later row fail, so stop the run there and keep what was measured."""
+        try:
+            torch.cuda.synchronize()
+            torch.zeros(1, device=self.device).add_(1).item()
+        except Exception as exc:
+            raise ContextLost(f"CUDA context unusable after a failed row: {exc}") from exc
 
     def run(self) -> None:
         args, dev = self.args, self.device
@@ -292,21 +311,23 @@ class Bench:
         for p in set(args.precisions) - set(precisions):
             self.skip({"precision": p}, "not supported by this GPU")
         for p in precisions:
-            self.result["conv_tflops"][p] = conv_rate(dev, p, args.seconds)
+            try:
+                self.result["conv_tflops"][p] = conv_rate(dev, p, args.seconds)
+            except Exception as exc:  # only the share-of-peak column is lost
+                self.skip({"conv_rate": p}, f"{type(exc).__name__}: {str(exc)[:300]}")
+                self.check_context()
         print("conv rate (TFLOP/s): " + ", ".join(
             f"{p} {v:.0f}" for p, v in self.result["conv_tflops"].items()), flush=True)
         nets = {}
         for prof in args.profiles:
-            net, cfg = serving_net(prof, dev)
-            x8, roi = inputs(max(args.batches), cfg, dev)
-            with torch.inference_mode(), true_fp32():
-                ref = make_step(net.to(memory_format=torch.channels_last), "fp32", True,
-                                cfg.pool_kernel)(x8, roi).float()
-            self.result["profiles"][prof] = {
-                "image_size": cfg.image_size, "channels": cfg.channels,
-                "pool_kernel": cfg.pool_kernel,
-                "gflop_per_image": flops_per_image(net, cfg, dev) / 1e9}
-            nets[prof] = (net, cfg, x8, roi, ref)
+            try:
+                nets[prof] = self.setup_profile(prof)
+            except Exception as exc:  # the other profile still runs
+                traceback.print_exc()
+                torch.cuda.empty_cache()
+                self.skip({"profile": prof}, f"set-up failed: {type(exc).__name__}: "
+                                             f"{str(exc)[:300]}")
+                self.check_context()
         # 1. eager and CUDA graphs, both memory formats (cheap)
         for prof, (net, cfg, x8, roi, ref) in nets.items():
             for p in precisions:
@@ -342,10 +363,30 @@ class Bench:
                 try:
                     self.compiled(prof, p, mode, compile_mode,
                                   net.to(memory_format=torch.channels_last), cfg, x8, roi, ref)
+                except ContextLost:
+                    raise
                 except Exception as exc:  # a benchmark reports what failed and goes on
                     traceback.print_exc()
                     self.skip(what, f"{type(exc).__name__}: {str(exc)[:300]}")
+                    self.check_context()
                 last_compile = time.perf_counter() - t
+
+    def setup_profile(self, prof: str) -> tuple:
+        """The profile's fused net, inputs at the largest batch, true-fp32 reference η (in
+        chunks of 8, so the reference fits where the largest batch might not) and FLOPs."""
+        dev = self.device
+        net, cfg = serving_net(prof, dev)
+        x8, roi = inputs(max(self.args.batches), cfg, dev)
+        ref_step = make_step(net.to(memory_format=torch.channels_last), "fp32", True,
+                             cfg.pool_kernel)
+        with torch.inference_mode(), true_fp32():
+            ref = torch.cat([ref_step(x8[i:i + 8], roi[i:i + 8]).float()
+                             for i in range(0, len(x8), 8)])
+        self.result["profiles"][prof] = {
+            "image_size": cfg.image_size, "channels": cfg.channels,
+            "pool_kernel": cfg.pool_kernel,
+            "gflop_per_image": flops_per_image(net, cfg, dev) / 1e9}
+        return net, cfg, x8, roi, ref
 
     def compiled(self, prof, p, mode, compile_mode, net, cfg, x8, roi, ref) -> None:
         reset_dynamo()
@@ -418,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, device)
     try:
         bench.run()
+    except ContextLost as exc:  # rows measured so far stand; say why the rest are missing
+        print(f"bench_gpu: stopped early: {exc}", flush=True)
+        bench.result["stopped_early"] = str(exc)
     finally:
         bench.summary()
     return 0
