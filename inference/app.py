@@ -82,6 +82,8 @@ def gpu_available(cfg: ServeAppConfig) -> bool:
 
 def model_options(cfg: ServeAppConfig) -> dict[str, Any]:
     actor: dict[str, Any] = {"num_cpus": cfg.model.num_cpus}
+    if cfg.model.env_vars:
+        actor["runtime_env"] = {"env_vars": dict(cfg.model.env_vars)}
     if gpu_available(cfg):
         actor["num_gpus"] = cfg.model.num_gpus
     opts: dict[str, Any] = {

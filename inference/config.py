@@ -100,6 +100,10 @@ class ModelDeploymentSettings(_Strict):
     #: torch intra-op threads per replica (CPU); None leaves torch's default.
     torch_threads: int | None = Field(default=None, ge=1)
     warmup_batches: int = Field(default=2, ge=0)
+    #: Environment of the model replica processes (Ray ``runtime_env.env_vars``). PASSIVE: OpenMP
+    #: threads sleep between batches instead of spinning, leaving the cores to the ingress, Kafka
+    #: and Redis clients (benchmarks/bench_runtimes.py: same model speed, far less CPU burnt idle).
+    env_vars: dict[str, str] = Field(default_factory=lambda: {"OMP_WAIT_POLICY": "PASSIVE"})
     #: ``check_health`` fails (Serve replaces the replica) after this many consecutive batches that
     #: raised or produced a non-finite score.
     unhealthy_after_failures: int = Field(default=5, ge=1)
@@ -143,11 +147,9 @@ class IngressSettings(_Strict):
     consumer_stall_s: float = Field(default=60.0, gt=0)
     #: Model calls per group before its frames go to the fail-safe policy.
     model_attempts: int = Field(default=3, ge=1)
-    #: Frames of one partition sent to the model in one handle call (Serve's per-request overhead
-    #: is paid once per group). 1 = one call per frame.
+    #: At most this many frames of one poll and partition travel in one handle call (Serve's
+    #: per-call cost is paid once for them); a call never waits for more. 1 = a call per frame.
     request_group: int = Field(default=4, ge=1, le=64)
-    #: How long a partial group waits for more frames of its partition before it is sent.
-    group_linger_ms: float = Field(default=5.0, ge=0)
     #: Resume consuming when in-flight falls to this fraction of the window.
     resume_fraction: float = Field(default=0.5, gt=0, le=1)
     poll_timeout_ms: int = Field(default=100, ge=1)

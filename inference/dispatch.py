@@ -1,10 +1,10 @@
 """Asking the model: prepared frames grouped per partition, one ``GRDNetModel.infer`` handle call
 per group, every frame ending as an :class:`~inference.decision.Outcome` (on the event loop).
 
-Frames of one partition go to the model in groups of up to ``request_group`` per handle call —
-concurrent calls from the in-flight window form the model's batches, and grouping amortises
-Serve's per-request cost over several frames. A partial group waits at most ``group_linger_ms``
-for more frames of its partition. A group is waited for until the tightest ``wait_until`` among its
+The frames of one poll go to the model right away, one handle call per partition and up to
+``request_group`` frames per call: a call carries what Kafka already delivered together (Serve's
+per-call cost is paid once for them), it never waits for more — batches are formed only in the
+model replica (:mod:`inference.model_deployment`). A group is waited for until the tightest ``wait_until`` among its
 frames (deadline - margin, or the default bound for frames without a deadline); frames with and
 without a deadline are never in one call, so neither makes the other late. A failed call is retried
 (``model_attempts``) within that time; then every frame goes to :func:`~inference.decision.decide`,
@@ -34,7 +34,6 @@ class ModelDispatcher:
                  emit: Callable[[Outcome], None]):
         self._cfg, self._model, self._loop, self._emit = cfg, model, loop, emit
         self._grouping: dict[int, list[Prepared]] = {}
-        self._linger: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         #: (threshold, model version) of the last verdict: fills results the model gave none on
         self.last: tuple[float | None, str] = (None, "")
@@ -45,13 +44,8 @@ class ModelDispatcher:
         if len(group) >= self._cfg.ingress.request_group:
             self._dispatch(partition)
 
-    def arm_linger(self) -> None:
-        """After a poll's frames were added: partial groups leave within ``group_linger_ms``."""
-        if self._grouping and self._linger is None:
-            self._linger = self._loop.call_later(self._cfg.ingress.group_linger_ms / 1000.0, self._dispatch_all)
-
-    def _dispatch_all(self) -> None:
-        self._linger = None
+    def flush(self) -> None:
+        """After a poll's frames were added: every partial group leaves now."""
         for partition in list(self._grouping):
             self._dispatch(partition)
 

@@ -95,7 +95,7 @@ class LineIngress:
                 log.exception("record %s[%d]@%d could not be accepted", f.topic, f.partition, f.offset)
                 self._outq.put_nowait(Outcome(frame=f, line="unknown", camera="unknown",
                                               dead=dead_letter(f, f"accept failed: {exc!r}", STAGE_VALIDATE, exc)))
-        self._dispatcher.arm_linger()
+        self._dispatcher.flush()
         self._stats["consumed"] += len(frames)
         self._metrics.set(M.INFLIGHT_FRAMES, self._tracker.in_flight())
 
@@ -132,6 +132,7 @@ class LineIngress:
             "rejects_found_delivered": rejects.found_delivered, "rejects_lookup_failures": rejects.lookup_failures,
             "stale_completions": self._tracker.stale_completions, "consumer_ready": c.ready.is_set(),
             "sinks_failing_s": self._checkpoint.failing_for_s(), "at": datetime.now(UTC).isoformat(),
+            "threads": M.thread_names(),
         }
 
     async def __call__(self, request: Any) -> dict[str, Any]:

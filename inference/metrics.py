@@ -257,3 +257,10 @@ def account_commit(m: Recorders, labels: LabelCap, waits: list[tuple[object, flo
     for tag, wait_s in waits:
         line, camera = tag if isinstance(tag, tuple) and len(tag) == 2 else ("unknown", "unknown")
         m.observe(STAGE_LATENCY, wait_s, stage="commit", **labels.tags(line, camera))
+
+
+def thread_names() -> dict[int, str]:
+    """Native thread id → Python thread name of this process (``stats()`` of the replicas: lets a
+    benchmark attribute the process' CPU time per thread — Kafka client, Serve router, sinks…)."""
+    return {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+

@@ -3,19 +3,19 @@
 * Loads the artefact once per replica, in ``__init__`` (``Predictor.load``; or the no-compute
   :class:`~inference.standin.StandInPredictor`), on the device chosen by config (``auto``: CUDA
   when the replica was given a GPU, else CPU), then warms up with full batches.
-* :meth:`GRDNetModel.infer` takes a small group of :class:`ModelRequest` (frames of one camera)
-  and is ``@serve.batch``-ed: concurrent calls (from the ingress' in-flight window) form batches. ``max_batch_size``,
-  ``batch_wait_timeout_s`` and the thresholds are the deployment's ``user_config``
-  (:class:`~inference.config.ModelTuning`); :meth:`reconfigure` applies them live.
+* :meth:`GRDNetModel.infer` takes a group of :class:`ModelRequest` (the frames of one poll of one
+  partition) and queues them; one batcher task forms every batch, once, when the model is free:
+  all queued frames up to ``max_batch_size``, a partial batch waiting at most
+  ``batch_wait_timeout_s`` after its oldest frame arrived (dynamic batching, as Triton's
+  ``max_queue_delay``). ``max_batch_size``, ``batch_wait_timeout_s`` and the thresholds are the
+  deployment's ``user_config`` (:class:`~inference.config.ModelTuning`); :meth:`reconfigure`
+  applies them live. This is the only batching layer: Serve's ``@serve.batch`` forms its next batch
+  while the previous one still runs and freezes it at whatever arrived within its timeout, which
+  under a steady stream means many small batches queued behind a busy model —
+  ``benchmarks/bench_pipeline.py`` measured both (docs/evaluations/pipeline.md) and this one won.
 * The predict call and the mask post-processing (PNG, connected regions) run on a one-thread
   executor, never on the replica's event loop, so requests keep being accepted while a batch runs.
-* Batches are coalesced up to the moment the model is free. ``@serve.batch`` forms the *next*
-  batch as soon as the previous one is handed over, freezing it at whatever arrived within
-  ``batch_wait_timeout_s`` — under a steady stream that gives small batches behind a busy model.
-  So the Serve batches (up to ``_SERVE_CONCURRENT_BATCHES`` at once) only enqueue their requests;
-  one runner task takes everything queued, up to ``max_batch_size``, each time the model becomes
-  free. At low load a batch still leaves after ``batch_wait_timeout_s``; under load every batch is
-  full. ``max_ongoing_requests`` (config) admits a running batch plus ``queue_batches`` more.
+  ``max_ongoing_requests`` (config) admits a running batch plus ``queue_batches`` more.
 * One bad item never fails a batch: when a batch raises, its items are retried one by one and only
   the failing ones come back as :class:`ModelFailure`; the ingress decides them by the fail-safe
   policy (a reject, marked ``failsafe=model_failure``), never as a pass.
@@ -40,15 +40,11 @@ from inference.config import ModelTuning, ServeAppConfig
 from inference.contracts import mask_regions, mask_to_png
 from inference.logs import configure_replica_logging
 from inference.messages import ModelFailure, ModelReply, ModelRequest
-from inference.metrics import BATCH_SIZE, MODEL_LATENCY, MODEL_METRICS, Recorders
+from inference.metrics import BATCH_SIZE, MODEL_LATENCY, MODEL_METRICS, Recorders, thread_names
 
 __all__ = ["GRDNetModel", "ModelFailure", "ModelReply", "ModelRequest", "load_predictor", "resolve_device"]
 
 log = logging.getLogger(__name__)
-
-#: Serve batches that may be waiting on the runner at once (they only enqueue; see module doc).
-_SERVE_CONCURRENT_BATCHES = 8
-
 
 def load_predictor(cfg: ServeAppConfig, device: str) -> Any:
     """The stand-in, or the artefact's Predictor on ``device`` (resolved) with the serving config's
@@ -94,7 +90,8 @@ class GRDNetModel:
         self._frames = 0
         self._tuning = ModelTuning()
         self._warm = False
-        self._queue: deque[tuple[ModelRequest, asyncio.Future]] = deque()
+        #: (request, its future, monotonic time it joined) in arrival order
+        self._queue: deque[tuple[ModelRequest, asyncio.Future, float]] = deque()
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task | None = None
         self._bad_batches = 0  # consecutive batches that failed or scored non-finite
@@ -103,8 +100,6 @@ class GRDNetModel:
         log.info("GRDNetModel loaded: version %s on %s", self._predictor.version, self.device)
 
     def _apply(self, tuning: ModelTuning) -> None:
-        self.infer.set_max_batch_size(tuning.max_batch_size)
-        self.infer.set_batch_wait_timeout_s(tuning.batch_wait_timeout_s)
         self._predictor.set_thresholds(image=tuning.threshold, pixel=tuning.pixel_threshold)
         if tuning.fault is not None and not hasattr(self._predictor, "fault"):
             raise ValueError("tuning.fault is for the stand-in model only")
@@ -172,41 +167,58 @@ class GRDNetModel:
                     model_s=model_s,
                 )
             )
+        done = time.time()
+        for r in replies:
+            if isinstance(r, ModelReply):
+                r.batch_done = done
         return replies
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, max_concurrent_batches=_SERVE_CONCURRENT_BATCHES)
-    async def infer(self, groups: list[list[ModelRequest]]) -> list[list[ModelReply | ModelFailure]]:
-        """One call = a group of frames (a list of requests); replies in the same order.
+    async def infer(self, group: list[ModelRequest]) -> list[ModelReply | ModelFailure]:
+        """One call = a group of frames (one poll's frames of one partition); replies in order.
 
-        A Serve batch of calls is only enqueued, frame by frame, for the runner."""
+        The frames join the replica's queue; the batcher (:meth:`_run`) answers them."""
         loop = asyncio.get_running_loop()
         if self._runner is None or self._runner.done():
             self._wake = asyncio.Event()
             self._runner = loop.create_task(self._run())
-        futures = [[loop.create_future() for _ in g] for g in groups]
-        for g, fs in zip(groups, futures, strict=True):
-            self._queue.extend(zip(g, fs, strict=True))
+        now = time.monotonic()
+        futures = [loop.create_future() for _ in group]
+        self._queue.extend((r, f, now) for r, f in zip(group, futures, strict=True))
         self._wake.set()
-        return [list(await asyncio.gather(*fs)) for fs in futures]
+        return list(await asyncio.gather(*futures))
+
+    async def _next_batch(self) -> list[tuple[ModelRequest, asyncio.Future]]:
+        """Called when the model is free: up to ``max_batch_size`` queued frames. A partial batch
+        waits for more until ``batch_wait_timeout_s`` after its oldest frame joined the queue — so
+        frames that queued behind a running batch leave at once, and a lone frame at low load
+        waits at most that long."""
+        while not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+        t = self._tuning
+        leave_at = self._queue[0][2] + t.batch_wait_timeout_s
+        while len(self._queue) < t.max_batch_size and (left := leave_at - time.monotonic()) > 0:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except TimeoutError:
+                break
+        take = min(len(self._queue), t.max_batch_size)
+        items = [self._queue.popleft() for _ in range(take)]
+        return [(r, f) for r, f, _ in items if not f.cancelled()]
 
     async def _run(self) -> None:
-        """The one model runner: each time the model is free, take up to a full batch."""
+        """The batcher: one batch at a time on the predict thread, the next formed when it is free."""
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            take = min(len(self._queue), self._tuning.max_batch_size)
-            items = [self._queue.popleft() for _ in range(take)]
-            live = [(r, f) for r, f in items if not f.cancelled()]
+            live = await self._next_batch()
             if not live:
                 continue
             t0 = time.perf_counter()
             try:
                 replies = await loop.run_in_executor(self._executor, self._predict_batch, [r for r, _ in live])
             except Exception as exc:  # noqa: BLE001 - a bug, not a bad item: fail these callers, keep serving
-                log.exception("model runner failed on a batch of %d", len(live))
+                log.exception("model batcher failed on a batch of %d", len(live))
                 self._bad_batches += 1
                 self._last_problem = repr(exc)
                 for _, f in live:
@@ -248,6 +260,7 @@ class GRDNetModel:
             "threshold": float(self._predictor.threshold),
             "version": str(self._predictor.version),
             "bad_batches": self._bad_batches,
+            "threads": thread_names(),
         }
 
     async def __call__(self, request: Any) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class Handle:
 
 def run(handle: Handle, frames: list[PolledFrame], bound_ms: int = 300, **ingress) -> list:
     cfg = ServeAppConfig(standin={}, default_recipe={"roi": "none"},
-                         ingress={"request_group": 2, "group_linger_ms": 1, **ingress},
+                         ingress={"request_group": 2, **ingress},
                          deadline={"default_bound_ms": bound_ms})
     rois = RoiProvider(cfg)
     out: list = []
@@ -60,7 +60,7 @@ def run(handle: Handle, frames: list[PolledFrame], bound_ms: int = 300, **ingres
         d = ModelDispatcher(cfg, handle, asyncio.get_running_loop(), out.append)
         for f in frames:
             d.add(f.partition, prepare(f, cfg, rois))
-        d.arm_linger()
+        d.flush()
         t_end = time.monotonic() + 5
         while len(out) < len(frames) and time.monotonic() < t_end:
             await asyncio.sleep(0.01)
@@ -69,7 +69,7 @@ def run(handle: Handle, frames: list[PolledFrame], bound_ms: int = 300, **ingres
     return out
 
 
-def test_groups_of_request_group_frames_and_a_lingering_partial_group():
+def test_a_poll_leaves_at_once_in_calls_of_at_most_request_group_frames():
     h = Handle()
     out = run(h, [polled(offset=o) for o in range(5)])
     assert sorted(len(c) for c in h.calls) == [1, 2, 2]

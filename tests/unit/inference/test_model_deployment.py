@@ -46,32 +46,51 @@ def test_one_bad_item_does_not_fail_the_batch():
 def test_reconfigure_changes_batching_and_threshold_live():
     m = make_model(max_batch_size=4)
     m.reconfigure({"max_batch_size": 32, "batch_wait_timeout_s": 0.2, "threshold": 0.01})
-    assert m.infer._get_max_batch_size() == 32
-    assert m.infer._get_batch_wait_timeout_s() == 0.2
+    assert m._tuning.max_batch_size == 32 and m._tuning.batch_wait_timeout_s == 0.2
     out = m._predict_batch([ModelRequest("a", np.full((8, 8), 10, np.uint8))])
     assert out[0].decision and out[0].threshold == 0.01
 
 
-def test_runner_coalesces_serve_batches_up_to_the_maximum_while_the_model_is_busy():
-    m = make_model(max_batch_size=8)
+def test_frames_queued_behind_a_busy_model_leave_together_up_to_the_maximum():
+    m = make_model(max_batch_size=8, batch_wait_timeout_s=0.0)
     m._predictor._latency_s = 0.05
     img = np.zeros((8, 8), np.uint8)
 
     async def go():
-        # six small Serve batches arrive while the first model run is busy
-        first = asyncio.ensure_future(m.infer.__wrapped__(m, [[ModelRequest("a0", img)]]))
+        first = asyncio.ensure_future(m.infer([ModelRequest("a0", img)]))
         await asyncio.sleep(0.01)
-        # each Serve batch here holds one call of a group of two frames
-        rest = [asyncio.ensure_future(m.infer.__wrapped__(m, [[ModelRequest(f"b{i}{j}", img) for j in range(2)]]))
-                for i in range(6)]
+        # six calls of two frames arrive while the first batch runs
+        rest = [asyncio.ensure_future(m.infer([ModelRequest(f"b{i}{j}", img) for j in range(2)])) for i in range(6)]
         return await first, await asyncio.gather(*rest)
 
     first, rest = asyncio.run(go())
-    assert [len(g) for g in first] == [1] and [[len(g) for g in r] for r in rest] == [[2]] * 6
-    assert rest[0][0][1].batch_size == 8
+    assert len(first) == 1 and [len(r) for r in rest] == [2] * 6
+    assert rest[0][1].batch_size == 8 and rest[5][1].batch_size == 4
     s = m.stats()
-    assert s["frames"] == 13
-    assert s["batches"] == 3  # 1, then 8 (four Serve batches), then 4
+    assert s["frames"] == 13 and s["batches"] == 3  # 1, then 8 (four calls), then the other 4
+
+
+def test_a_partial_batch_waits_for_more_at_most_the_batch_wait_timeout():
+    m = make_model(max_batch_size=8, batch_wait_timeout_s=0.3)
+    img = np.zeros((8, 8), np.uint8)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        first = asyncio.ensure_future(m.infer([ModelRequest("a", img)]))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(m.infer([ModelRequest("b", img)]))  # joins the waiting batch
+        a, b = await first, await second
+        waited = loop.time() - t0
+        full = [asyncio.ensure_future(m.infer([ModelRequest(f"c{i}", img) for i in range(4)])) for _ in range(2)]
+        t1 = loop.time()
+        c = await asyncio.gather(*full)
+        return a, b, waited, c, loop.time() - t1
+
+    a, b, waited, c, full_took = asyncio.run(go())
+    assert a[0].batch_size == b[0].batch_size == 2
+    assert 0.25 <= waited < 2.0  # held for the timeout (0.3 s after the first frame), not longer
+    assert c[0][0].batch_size == 8 and full_took < 0.25  # a full batch leaves without waiting
 
 
 def test_non_finite_scores_are_failures_and_repeated_bad_batches_fail_health():
@@ -93,9 +112,9 @@ def test_non_finite_scores_are_failures_and_repeated_bad_batches_fail_health():
     img = np.zeros((8, 8), np.uint8)
 
     async def batch():
-        return await m.infer.__wrapped__(m, [[ModelRequest("a", img), ModelRequest("b", img)]])
+        return await m.infer([ModelRequest("a", img), ModelRequest("b", img)])
 
-    out = asyncio.run(batch())[0]
+    out = asyncio.run(batch())
     assert isinstance(out[0], ModelFailure) and "non-finite" in out[0].reason and isinstance(out[1], ModelReply)
     m.check_health()  # one bad batch: still healthy
     asyncio.run(batch())
