@@ -57,6 +57,15 @@ def test_every_designed_metric_appears_in_prometheus(
         consumed = f'{M.prometheus_name(M.FRAMES_CONSUMED)}{{line="Lm"}}'
         wait_for(lambda: prometheus_value(prometheus_url, consumed) >= len(records), 60,
                  "consumed counter of this run", interval_s=2.0)
+        # every latency stage of a frame, the sinks and the offset commit included, is recorded
+        by_stage = f'count by (stage) ({M.prometheus_name(M.STAGE_LATENCY)}_count{{line="Lm"}})'
+        seen: set[str] = set()
+
+        def every_stage() -> bool:
+            seen.update(r["metric"]["stage"] for r in prometheus_result(prometheus_url, by_stage))
+            return seen >= set(M.STAGES)
+
+        wait_for(every_stage, 60, f"every stage of {M.STAGE_LATENCY}", interval_s=2.0)
         # Every Grafana panel fed by the Serve app shows data from this run. (Panels fed by a
         # camera process read ingest metrics, which no camera serves in this test; their queries
         # are checked for validity in tests/integration/dashboards.)
