@@ -95,6 +95,7 @@ class GRDNetModel:
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task | None = None
         self._bad_batches = 0  # consecutive batches that failed or scored non-finite
+        self._full_batch_s: float | None = None  # one full batch's predict, timed at warm-up
         self._last_problem = ""
         self._apply(cfg.tuning)
         log.info("GRDNetModel loaded: version %s on %s", self._predictor.version, self.device)
@@ -127,10 +128,34 @@ class GRDNetModel:
             p.fault = None  # an injected fault applies to traffic, not to the warm-up
         try:
             for _ in range(n):
+                t0 = time.perf_counter()
                 p.predict(imgs)
+                self._full_batch_s = time.perf_counter() - t0
         finally:
             if fault is not None:
                 p.fault = fault
+        self._check_deadlines()
+
+    def _check_deadlines(self) -> None:
+        """Warn when a configured deadline is tighter than what a full batch allows here: a frame
+        that arrives as a full batch starts waits for it and then for its own, so capture →
+        decision reaches about 2 × one full batch (+ the way there and back) under load."""
+        if self._full_batch_s is None:
+            return
+        need_ms = 2 * self._full_batch_s * 1000 + 50
+        d = self._cfg.deadline
+        tight = {name: r.deadline_ms for name, r in self._cfg.recipes.items() if r.deadline_ms is not None}
+        if d.default_deadline_ms is not None:
+            tight["(default)"] = d.default_deadline_ms
+        short = {k: v for k, v in tight.items() if v < need_ms}
+        if short:
+            log.warning(
+                "a full batch of %d takes %.0f ms on %s: under load capture→decision reaches ~%.0f ms, "
+                "beyond the deadline of recipe(s) %s — late frames are decided by late_policy (%s); "
+                "lower tuning.max_batch_size, add replicas, or raise the deadline",
+                self._tuning.max_batch_size, self._full_batch_s * 1000, self.device, need_ms,
+                ", ".join(f"{k} {v} ms" for k, v in sorted(short.items())), d.late_policy,
+            )
 
     def _predict_batch(self, reqs: list[ModelRequest]) -> list[ModelReply | ModelFailure]:
         started = time.time()
@@ -260,6 +285,7 @@ class GRDNetModel:
             "threshold": float(self._predictor.threshold),
             "version": str(self._predictor.version),
             "bad_batches": self._bad_batches,
+            "full_batch_ms": None if self._full_batch_s is None else self._full_batch_s * 1000,
             "threads": thread_names(),
         }
 

@@ -123,3 +123,17 @@ def test_non_finite_scores_are_failures_and_repeated_bad_batches_fail_health():
     m._predictor.predict = real
     asyncio.run(batch())
     m.check_health()  # a good batch resets the count
+
+
+def test_a_deadline_tighter_than_two_full_batches_is_warned_about_at_start(caplog):
+    import logging
+
+    cfg = ServeAppConfig(standin={"batch_latency_ms": 60}, tuning={"max_batch_size": 4},
+                         model={"warmup_batches": 1}, recipes={"vials": {"deadline_ms": 100}},
+                         deadline={"default_deadline_ms": 5000})
+    with caplog.at_level(logging.WARNING, logger="inference.model_deployment"):
+        m = GRDNetModel.func_or_class(cfg)
+        m.reconfigure({"max_batch_size": 4})
+    assert m.stats()["full_batch_ms"] >= 55
+    warned = [r.getMessage() for r in caplog.records if "full batch" in r.getMessage()]
+    assert len(warned) == 1 and "vials 100 ms" in warned[0] and "(default)" not in warned[0]
