@@ -17,11 +17,12 @@ Files, next to the artefact by default::
     <dir>/model.onnx.json   :class:`OnnxMeta`: inputs/outputs, opset, sha256 of the source
                             weights and of the .onnx, fp32 thresholds, post-processing
 
-TorchScript is not exported (decision, measured by ``benchmarks/bench_runtimes.py`` on the
-``line`` profile, 2 shared cores): a traced and frozen module was never the fastest variant — at
-batch 1 about 1.3× eager fp32 where ONNX Runtime was 1.4–1.6×, at batch 8–32 0.9–1.0× eager's
-CPU time per image where native bf16 took 0.5–0.7× — ``torch.jit`` is deprecated, and a
-TorchScript archive is a zip of pickles, which the artefact rules refuse to load.
+TorchScript is not exported (decision, measured by ``benchmarks/bench_runtimes.py`` on trained
+``line`` models, 2 shared cores; ``docs/evaluations/runtimes.md``): a traced and frozen module was
+never the fastest variant — 1.03–1.16× eager fp32 over batches 1–32 where native bf16 was
+1.63–1.78× and ONNX Runtime 1.18–1.33×, and on torch's AVX2 path at best level with ONNX Runtime —
+``torch.jit`` is deprecated, and a TorchScript archive is a zip of pickles, which the artefact
+rules refuse to load.
 """
 
 from __future__ import annotations
