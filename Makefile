@@ -26,7 +26,7 @@ test-integration: setup
 demo: setup
 	@bash deploy/local/demo.sh
 
-bench: setup
+bench: stack-up
 	@for b in benchmarks/bench_*.py; do [[ $$b == *bench_quality.py ]] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
 
 # model quality with default settings on every product (trains: ~1 h on 2 cores); QUALITY_ARGS e.g. --steps 500
