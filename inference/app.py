@@ -111,9 +111,12 @@ def app_from_config(cfg: ServeAppConfig) -> Application:
     # batching or thresholds redeploys as a reconfigure, not a replica restart.
     static = cfg.model_copy(update={"tuning": ModelTuning()})
     model = GRDNetModel.options(**model_options(cfg)).bind(static)
+    ingress_actor: dict[str, Any] = {"num_cpus": cfg.ingress.num_cpus}
+    if cfg.ingress.env_vars:
+        ingress_actor["runtime_env"] = {"env_vars": dict(cfg.ingress.env_vars)}
     return LineIngress.options(
         num_replicas=cfg.ingress.num_replicas,
-        ray_actor_options={"num_cpus": cfg.ingress.num_cpus},
+        ray_actor_options=ingress_actor,
         graceful_shutdown_timeout_s=cfg.ingress.revoke_drain_timeout_s + 20,
     ).bind(static, model)
 

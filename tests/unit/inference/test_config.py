@@ -73,7 +73,7 @@ def test_model_options_sizes_admission_and_autoscaling(tmp_path):
     assert "num_gpus" not in opts["ray_actor_options"]  # stand-in never asks for a GPU
     assert opts["user_config"]["max_batch_size"] == 32
     # OpenMP threads of the model replicas sleep between batches instead of spinning on the cores
-    assert opts["ray_actor_options"]["runtime_env"] == {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
+    assert opts["ray_actor_options"]["runtime_env"]["env_vars"]["OMP_WAIT_POLICY"] == "PASSIVE"
     bare = model_options(cfg.model_copy(update={"model": cfg.model.model_copy(update={"env_vars": {}})}))
     assert "runtime_env" not in bare["ray_actor_options"]
 
