@@ -102,8 +102,15 @@ def rows(sample: LiveSample) -> list[tuple[str, str]]:
     """The view's rows, (label, text), in display order; ``-`` where a value is missing.
 
     The defect rate is over the frames inspected so far (steadier than a windowed ratio, and
-    defined after the cameras stop); rejects are items, late frames missed their deadline.
+    defined after the cameras stop); rejects are items, late frames missed their deadline. Ray
+    exports a counter only once it was incremented, so once frames flow a counter without a
+    series reads 0.
     """
+    flowing = sample.inspected is not None
+
+    def count(value: float | None) -> str:
+        return _num(0.0 if value is None and flowing else value)
+
     if sample.inspected:
         share = (sample.defective or 0.0) / sample.inspected
         defect = f"{100 * share:.1f} % ({_num(sample.defective or 0.0)} of {_num(sample.inspected)})"
@@ -112,10 +119,10 @@ def rows(sample: LiveSample) -> list[tuple[str, str]]:
     p95 = "-" if sample.p95_latency_s is None else f"{1000 * sample.p95_latency_s:.0f} ms"
     return [
         ("frames/s", _num(sample.frames_per_s, ".1f")),
-        ("frames decided", _num(sample.inspected)),
+        ("frames inspected", _num(sample.inspected)),
         ("defect rate", defect),
-        ("rejects", _num(sample.rejects)),
-        ("late frames", _num(sample.late)),
+        ("rejects", count(sample.rejects)),
+        ("late frames", count(sample.late)),
         ("p95 capture->decision", p95),
         ("consumer lag", _num(sample.consumer_lag)),
         ("replicas model / ingress",

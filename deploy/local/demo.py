@@ -1,15 +1,22 @@
 """`make demo`: the whole line on the local stack, end to end, on this machine (see demo.sh).
 
 1. local stack up (Kafka 4 KRaft, Redis, Prometheus) and the line's topics;
-2. simulate a BFS-vials dataset and a contact sheet, train a `line` GRD-Net (short CPU budget),
-   evaluate it: metrics, ROC curves and defect overlays under ``runs/demo/eval``;
-3. serve the model with Ray Serve against the frames topic, stream simulated cameras into Kafka,
-   then score the decisions in Redis against the simulator's ground truth, count the reject
-   commands, and read throughput, latency and defect rate back from Prometheus;
+2. the model: by default the small `line` GRD-Net the repository ships (``deploy/local/demo-model``,
+   trained by this script's own DEMO_RETRAIN commands; how, from which commit and its evaluation
+   are in its ``PROVENANCE.json``), served at once while the product's contact sheet is drawn.
+   ``DEMO_RETRAIN=1`` simulates the BFS-vials dataset, trains afresh (short CPU budget) into
+   ``runs/demo/model`` and evaluates it: metrics, ROC curves and defect overlays under
+   ``runs/demo/eval``;
+3. serve the model with Ray Serve against the frames topic, stream simulated cameras into Kafka
+   with a live terminal view (frames/s, defect rate, rejects, p95 latency, lag, replicas: read
+   from Prometheus, :mod:`dashboards.live`), then score the decisions in Redis against the
+   simulator's ground truth, count the reject commands, and read the totals back from Prometheus;
 4. write the run report (``grdline report``: HTML + PNGs under ``runs/demo/report``).
 
-Knobs (environment): DEMO_STEPS (training steps), DEMO_FRAMES (frames per camera), DEMO_FPS,
-DEMO_RETRAIN=1 (ignore a model trained by an earlier run).
+Knobs (environment): DEMO_RETRAIN=1 (train afresh instead of serving the shipped model),
+DEMO_STEPS (training steps with DEMO_RETRAIN), DEMO_MODEL=DIR (serve this artefact directory, e.g.
+``runs/demo/model`` from an earlier DEMO_RETRAIN run), DEMO_EVAL=1 (also evaluate a model that was
+not trained in this run: about a minute), DEMO_FRAMES (frames per camera), DEMO_FPS.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "runs" / "demo"
+#: The model the repository ships (an artefact directory as ``model.predictor.Predictor.load``
+#: reads it, and its ``PROVENANCE.json``).
+SHIPPED = REPO / "deploy" / "local" / "demo-model"
+PROVENANCE = "PROVENANCE.json"
 GRDLINE = [sys.executable, "-m", "inference.cli"]
 LINE = "L1"
 CAMERAS = 2
@@ -37,11 +48,52 @@ def step(title: str) -> None:
     print(f"\n=== {title}", flush=True)
 
 
-def grdline(*argv: str) -> None:
-    print(f"$ grdline {' '.join(argv)}", flush=True)
-    code = subprocess.call([*GRDLINE, *argv], cwd=REPO)
+def grdline(*argv: str, log: Path | None = None) -> None:
+    """Run one ``grdline`` command; its output goes to ``log`` (appended) when given."""
+    print(f"$ grdline {' '.join(argv)}" + (f"   (log: {rel(log)})" if log else ""), flush=True)
+    if log is None:
+        code = subprocess.call([*GRDLINE, *argv], cwd=REPO)
+    else:
+        with log.open("a") as out:
+            code = subprocess.call([*GRDLINE, *argv], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     if code:
-        raise SystemExit(f"demo: `grdline {' '.join(argv)}` failed with exit code {code}")
+        where = f"; see {rel(log)}" if log else ""
+        raise SystemExit(f"demo: `grdline {' '.join(argv)}` failed with exit code {code}{where}")
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def describe_model(model: Path, origin: str) -> None:
+    """Say which model is served: where it came from, its version, commit and evaluation."""
+    meta = json.loads((model / "model.json").read_text())
+    print(f"serving the {origin} model {rel(model)}: version {meta['version']}, "
+          f"created {meta['created']}", flush=True)
+    prov_file = model / PROVENANCE
+    if prov_file.exists():
+        prov = json.loads(prov_file.read_text())
+        ev = prov["evaluation"]
+        print(f"  trained by `{prov['commands']['train']}`\n"
+              f"  from commit {prov['commit']} on {prov['date']} ({prov['training_time_s'] / 60:.0f} min "
+              f"on {prov['machine']});\n"
+              f"  on its simulated test set: image AUROC {ev['image_auroc']:.3f}, pixel AUROC "
+              f"{ev['pixel_auroc']:.3f}, AUPRO {ev['aupro']:.3f}, false rejects "
+              f"{ev['false_reject_rate']:.1%}, escapes {ev['escape_rate']:.1%}", flush=True)
+
+
+def start_serve(model: Path) -> subprocess.Popen:
+    """``grdline serve`` in the background (log: runs/demo/serve.log). Ray exports the replicas'
+    metrics every 2 s instead of its default 10 s, so the live view trails the line less."""
+    env = {**os.environ}
+    env.setdefault("RAY_metrics_report_interval_ms", "2000")
+    print(f"$ grdline serve --model {rel(model)}   (log: {rel(RUNS / 'serve.log')})", flush=True)
+    log = (RUNS / "serve.log").open("w")
+    try:
+        return subprocess.Popen([*GRDLINE, "serve", "--model", str(model)], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()  # the child holds its own descriptor
 
 
 def prometheus(expr: str) -> float | None:
@@ -96,73 +148,108 @@ def wait_for_results(client, prefix: str, frame_ids: list[str], timeout_s: float
 
 
 def main() -> int:
+    started = time.monotonic()
+    retrain = os.environ.get("DEMO_RETRAIN") == "1"
     steps = os.environ.get("DEMO_STEPS", "1000")
-    frames = int(os.environ.get("DEMO_FRAMES", "100"))
+    frames = int(os.environ.get("DEMO_FRAMES", "200"))
     fps = os.environ.get("DEMO_FPS", "10")
-    data, model, evaluation = RUNS / "data", RUNS / "model", RUNS / "eval"
+    data, evaluation = RUNS / "data", RUNS / "eval"
+    if retrain:
+        model, origin = RUNS / "model", "retrained (DEMO_RETRAIN=1)"
+    elif os.environ.get("DEMO_MODEL"):
+        model, origin = Path(os.environ["DEMO_MODEL"]).resolve(), "given (DEMO_MODEL)"
+    else:
+        model, origin = SHIPPED, "shipped"
+    evaluate = retrain or os.environ.get("DEMO_EVAL") == "1"
     RUNS.mkdir(parents=True, exist_ok=True)
 
     step("1. local stack")
     grdline("stack", "up")
     grdline("topics")
 
-    step("2. product, dataset, model")
-    grdline("simulate", "preview", "--out", str(RUNS / "contact-sheet.png"), "--size", "256")
-    if not (data / "vials").exists():
-        grdline("simulate", "dataset", "--out", str(data), "--category", "vials",
-                "--train", "240", "--test", "120", "--size", str(SIZE), "--seed", "0")
-    if os.environ.get("DEMO_RETRAIN") == "1" or not (model / "model.json").exists():
-        grdline("train", "--data", str(data), "--category", "vials", "--profile", "line", "--preset", "vials",
-                "--out", str(model), "--steps", steps, "--image-size", str(SIZE), "--seed", "0")
-    grdline("eval", "--model", str(model), "--data", str(data), "--category", "vials",
-            "--out", str(evaluation))
+    server = None
+    try:
+        if not retrain:  # the model exists: start serving now, Ray and the replicas take a while
+            step("2. model (served while the product picture is drawn)")
+            describe_model(model, origin)
+            server = start_serve(model)
+        else:
+            step("2. product, dataset, model")
+        grdline("simulate", "preview", "--out", str(RUNS / "contact-sheet.png"), "--size", "256")
+        if evaluate and not (data / "vials").exists():
+            grdline("simulate", "dataset", "--out", str(data), "--category", "vials",
+                    "--train", "240", "--test", "120", "--size", str(SIZE), "--seed", "0")
+        if retrain:
+            grdline("train", "--data", str(data), "--category", "vials", "--profile", "line",
+                    "--preset", "vials", "--out", str(model), "--steps", steps,
+                    "--image-size", str(SIZE), "--seed", "0")
+        if evaluate:
+            grdline("eval", "--model", str(model), "--data", str(data), "--category", "vials",
+                    "--out", str(evaluation))
+        elif (model / "evaluation").is_dir():
+            evaluation = model / "evaluation"
+        if server is None:
+            describe_model(model, origin)
+            server = start_serve(model)
 
-    step("3. the line: cameras -> Kafka -> Ray Serve GRD-Net -> Redis + rejects")
+        step("3. the line: cameras -> Kafka -> Ray Serve GRD-Net -> Redis + rejects")
+        wait_until_consuming(server, timeout_s=300)
+        print(f"the line is live {time.monotonic() - started:.0f} s after the demo started", flush=True)
+        stream(server, frames, fps)
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    print(f"\nDone. Run report: {RUNS / 'report' / 'index.html'} (open it in a browser)."
+          f"\nPictures: {RUNS / 'contact-sheet.png'}, {evaluation}/ (ROC curves, overlays)."
+          "\nThe stack keeps running: `grdline stack status`, `grdline stack down`.")
+    return 0
+
+
+def stream(server: subprocess.Popen, frames: int, fps: str) -> None:
+    """Cameras into Kafka under the live view, then the decisions scored and the run report."""
     import redis
 
+    from dashboards.live import LiveView, prometheus_query, queries
+    from dashboards.settings import PrometheusSettings
+    from inference.config import ServeAppConfig
     from inference.settings import RedisSettings
     from ingest.simulator.camera import TruthRecord
 
     settings = RedisSettings()
     client = redis.Redis(**settings.client_kwargs())
-    serve_log = open(RUNS / "serve.log", "w")  # noqa: SIM115 - lives as long as the server
-    print(f"$ grdline serve --model {model}   (log: {RUNS / 'serve.log'})", flush=True)
-    server = subprocess.Popen([*GRDLINE, "serve", "--model", str(model)], cwd=REPO,
-                              stdout=serve_log, stderr=subprocess.STDOUT)
-    try:
-        wait_until_consuming(server, timeout_s=300)
-        run_started = datetime.now(UTC)
-        truth_file = RUNS / "truth.jsonl"
+    run_started = datetime.now(UTC)
+    truth_file = RUNS / "truth.jsonl"
+    camera_log = RUNS / "camera.log"
+    camera_log.write_text("")
+    view = LiveView(prometheus_query(PrometheusSettings().url),
+                    queries(LINE, ServeAppConfig().app_name), f"line {LINE} (Prometheus)")
+    with view:
         grdline("camera", "--source", "simulator", "--line", LINE, "--cameras", str(CAMERAS),
                 "--fps", fps, "--frames", str(frames), "--size", str(SIZE),
                 "--defect-rate", "0.3", "--seed", "7", "--spread-partitions",
                 "--encoding", "png",  # the dataset is PNG: JPEG artefacts would be a train/serve skew
-                "--truth-out", str(truth_file))
+                "--truth-out", str(truth_file), log=camera_log)
         truth = [TruthRecord.model_validate_json(line)
                  for line in truth_file.read_text().splitlines() if line.strip()]
         decided = wait_for_results(client, settings.key_prefix, [t.frame_id for t in truth], 300)
-        if server.poll() is not None:
-            raise SystemExit(f"demo: the Serve app exited early; see {RUNS / 'serve.log'}")
-        print(f"results in Redis: {len(decided)}/{len(truth)} frames of this run")
-        grdline("results", "tail", "--line", LINE, "--count", "8", "--no-follow")
-        score(decided, truth)
-        settle_prometheus()
-        report_prometheus()
-        grdline("dashboards", "export", "--out", str(RUNS / "grafana"))
-        step("4. run report (Prometheus + Redis + the frames from Kafka, against ground truth)")
-        grdline("report", "--line", LINE, "--since", run_started.isoformat(), "--until", "now",
-                "--truth", str(truth_file), "--out", str(RUNS / "report"))
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        serve_log.close()
-    print(f"\nDone. Run report: {RUNS / 'report' / 'index.html'} (open it in a browser)."
-          f"\nPictures: {RUNS / 'contact-sheet.png'}, {evaluation}/ (ROC curves, overlays)."
-          "\nThe stack keeps running: `grdline stack status`, `grdline stack down`.")
-    return 0
+        if server.poll() is None:
+            settle_prometheus()
+    if server.poll() is not None:
+        raise SystemExit(f"demo: the Serve app exited early; see {RUNS / 'serve.log'}")
+    last = camera_log.read_text().strip().splitlines()[-1:]
+    print(f"cameras: {last[0] if last else '(no output)'}   (log: {rel(camera_log)})")
+    print(f"results in Redis: {len(decided)}/{len(truth)} frames of this run")
+    grdline("results", "tail", "--line", LINE, "--count", "8", "--no-follow")
+    score(decided, truth)
+    report_prometheus()
+    grdline("dashboards", "export", "--out", str(RUNS / "grafana"))
+    step("4. run report (Prometheus + Redis + the frames from Kafka, against ground truth)")
+    grdline("report", "--line", LINE, "--since", run_started.isoformat(), "--until", "now",
+            "--truth", str(truth_file), "--out", str(RUNS / "report"))
 
 
 def score(decided: dict[str, bool], truth: list) -> None:
