@@ -384,10 +384,15 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--label", default="run")
+    ap.add_argument("--markdown", nargs="+", type=Path, metavar="JSON",
+                    help="print Markdown tables of earlier runs' JSON files (e.g. before and after) and exit")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy the ingress and model replicas during the 70%% phase: flame graphs "
                          "(SVG) beside the JSON and the top functions in the table")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown([json.loads(p.read_text()) for p in args.markdown]))
+        return 0
 
     import ray
     from ray import serve
@@ -550,6 +555,37 @@ def report(args, device, bare_before, bare_after, bare_full, full, phases, load_
         "goal_p99_ms": goal_p99, "phases": phases,
         "goals": [{"goal": g[0], "measured": g[1], "target": g[2], "met": g[3], "note": g[4]} for g in goals],
     }
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """Tables of one or more runs side by side: latency per stage, batch, CPU, goals."""
+    lines = ["| run | phase | offered /s | decided /s | mean batch | " + " | ".join(f"{s} p50/p99" for s in
+             ("kafka", "poll", "group", "wait", "model", "post", "reply", "total")) +
+             " | sinks p99 | commit p99 | non-model CPU ms/frame | model CPU ms/frame |",
+             "|" + "---|" * 17]
+    for r in runs:
+        for ph in r["phases"]:
+            st = ph["stages_ms"]
+
+            def pq(s: str, st=st) -> str:
+                v = st.get(s)
+                return "–" if not v or v["p50"] != v["p50"] else f"{v['p50']:.0f} / {v['p99']:.0f}"
+            offered = f"{ph['offered_fps']:.1f}" if ph["offered_fps"] else "backlog"
+            lines.append(
+                f"| {r['label']} ({r['commit']}) | {ph['phase']} | {offered} | {ph['decided_fps']:.1f} | "
+                f"{ph['mean_batch']:.1f} | " + " | ".join(pq(s) for s in
+                ("kafka", "poll", "group", "wait", "model", "post", "reply", "total")) +
+                f" | {(st.get('sinks') or {}).get('p99', float('nan')):.0f} | "
+                f"{(st.get('commit') or {}).get('p99', float('nan')):.0f} | "
+                f"{ph['nonmodel_cpu_ms_per_frame']:.1f} | {ph['model_cpu_ms_per_frame']:.1f} |")
+    lines += ["", "| run | bare model (batch, frames/s) | load avg start → end | goal | measured | target | met | note |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        for g in r["goals"]:
+            lines.append(f"| {r['label']} | {r['batch']}, {r['bare_reference_fps']:.1f} | "
+                         f"{r['loadavg_start_end'][0]:.1f} → {r['loadavg_start_end'][1]:.1f} | {g['goal']} | "
+                         f"{g['measured']} | {g['target']} | {'yes' if g['met'] else 'no'} | {g['note']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
