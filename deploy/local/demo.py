@@ -84,9 +84,12 @@ def describe_model(model: Path, origin: str) -> None:
 
 def start_serve(model: Path) -> subprocess.Popen:
     """``grdline serve`` in the background (log: runs/demo/serve.log). Ray exports the replicas'
-    metrics every 2 s instead of its default 10 s, so the live view trails the line less."""
+    metrics every 2 s instead of its default 10 s, so the live view trails the line less; its
+    metrics agent then drops a gauge not set again within 4 s, so the Serve controller re-sets
+    its replica-health gauge every second (default 10 s) to stay visible."""
     env = {**os.environ}
     env.setdefault("RAY_metrics_report_interval_ms", "2000")
+    env.setdefault("RAY_SERVE_STATUS_GAUGE_REPORT_INTERVAL_S", "1")
     print(f"$ grdline serve --model {rel(model)}   (log: {rel(RUNS / 'serve.log')})", flush=True)
     log = (RUNS / "serve.log").open("w")
     try:
@@ -151,7 +154,7 @@ def main() -> int:
     started = time.monotonic()
     retrain = os.environ.get("DEMO_RETRAIN") == "1"
     steps = os.environ.get("DEMO_STEPS", "1000")
-    frames = int(os.environ.get("DEMO_FRAMES", "200"))
+    frames = int(os.environ.get("DEMO_FRAMES", "100"))
     fps = os.environ.get("DEMO_FPS", "10")
     data, evaluation = RUNS / "data", RUNS / "eval"
     if retrain:
@@ -225,8 +228,9 @@ def stream(server: subprocess.Popen, frames: int, fps: str) -> None:
     truth_file = RUNS / "truth.jsonl"
     camera_log = RUNS / "camera.log"
     camera_log.write_text("")
-    view = LiveView(prometheus_query(PrometheusSettings().url),
-                    queries(LINE, ServeAppConfig().app_name), f"line {LINE} (Prometheus)")
+    app = ServeAppConfig.model_fields["app_name"].default  # what `grdline serve` runs
+    view = LiveView(prometheus_query(PrometheusSettings().url), queries(LINE, app),
+                    f"line {LINE} (Prometheus)")
     with view:
         grdline("camera", "--source", "simulator", "--line", LINE, "--cameras", str(CAMERAS),
                 "--fps", fps, "--frames", str(frames), "--size", str(SIZE),

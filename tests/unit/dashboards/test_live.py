@@ -24,7 +24,7 @@ def test_rows_format_every_value():
         ("defect rate", "31.0 % (62 of 200)"),
         ("rejects", "31"),
         ("late frames", "1"),
-        ("p95 capture->decision", "123 ms"),
+        ("p95 capture->decision, 1 min", "123 ms"),
         ("consumer lag", "3"),
         ("replicas model / ingress", "2 / 1"),
     ]
@@ -34,7 +34,7 @@ def test_rows_before_any_frame_show_dashes():
     rows = dict(live.rows(live.LiveSample()))
     assert rows["frames/s"] == "-"
     assert rows["defect rate"] == "-"
-    assert rows["p95 capture->decision"] == "-"
+    assert rows["p95 capture->decision, 1 min"] == "-"
     assert rows["replicas model / ingress"] == "- / -"
 
 
