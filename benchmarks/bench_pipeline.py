@@ -392,6 +392,9 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16, help="max_batch_size of the model deployment")
     ap.add_argument("--threads", type=int, default=2, help="torch threads, bare model and replica alike")
+    ap.add_argument("--replica-threads", type=int, default=None,
+                    help="torch threads of the model replica (default --threads): fewer than the cores "
+                         "leaves one to the ingress, Kafka and Redis instead of OpenMP threads waiting at barriers")
     ap.add_argument("--loads", type=float, nargs="+", default=[0.3, 0.7, 1.0])
     ap.add_argument("--seconds", type=float, default=20.0, help="per load")
     ap.add_argument("--bare-s", type=float, default=4.0, help="per bare-model batch size")
@@ -437,7 +440,7 @@ def main() -> int:
     cfg = ServeAppConfig(
         app_name=f"bench-{uid}", route_prefix=f"/bench-{uid}", topics=stack.topics,
         redis={"key_prefix": stack.prefix}, model_dir=model_dir,
-        model={"torch_threads": args.threads, "device": args.device},
+        model={"torch_threads": args.replica_threads or args.threads, "device": args.device},
         tuning={"max_batch_size": args.batch},
         ingress={"group_id": f"bench-{uid}"},
     )
@@ -584,7 +587,8 @@ def report(args, device, bare_before, bare_after, bare_full, full, phases, load_
         print(f"{g[0]:<33} {g[1]:>8}   {g[2]:<9} {met:<4} {g[4]}")
     return {
         "benchmark": "bench_pipeline", "label": args.label, "commit": git_commit(), "device": device,
-        "size": args.size, "batch": args.batch, "threads": args.threads, "cores": os.cpu_count(),
+        "size": args.size, "batch": args.batch, "threads": args.threads,
+        "replica_threads": args.replica_threads or args.threads, "cores": os.cpu_count(),
         "loadavg_start_end": [load_start, os.getloadavg()[0]],
         "bare": bare_before, "bare_after": bare_after, "bare_reference_fps": bare_full,
         "goal_p99_ms": goal_p99, "phases": phases,
