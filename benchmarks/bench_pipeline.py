@@ -402,6 +402,8 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--label", default="run")
+    ap.add_argument("--override", type=json.loads, default={},
+                    help='JSON merged into the app config, e.g. \'{"ingress": {"env_vars": {}}}\'')
     ap.add_argument("--markdown", nargs="+", type=Path, metavar="JSON",
                     help="print Markdown tables of earlier runs' JSON files (e.g. before and after) and exit")
     ap.add_argument("--profile", action="store_true",
@@ -437,13 +439,15 @@ def main() -> int:
     serve.start(proxy_location="Disabled")
     stack = Stack(args.partitions)
     uid = uuid.uuid4().hex[:6]
-    cfg = ServeAppConfig(
-        app_name=f"bench-{uid}", route_prefix=f"/bench-{uid}", topics=stack.topics,
-        redis={"key_prefix": stack.prefix}, model_dir=model_dir,
-        model={"torch_threads": args.replica_threads or args.threads, "device": args.device},
-        tuning={"max_batch_size": args.batch},
-        ingress={"group_id": f"bench-{uid}"},
-    )
+    data: dict[str, Any] = {
+        "app_name": f"bench-{uid}", "route_prefix": f"/bench-{uid}", "topics": stack.topics,
+        "redis": {"key_prefix": stack.prefix}, "model_dir": model_dir,
+        "model": {"torch_threads": args.replica_threads or args.threads, "device": args.device},
+        "tuning": {"max_batch_size": args.batch}, "ingress": {"group_id": f"bench-{uid}"},
+    }
+    for key, value in args.override.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    cfg = ServeAppConfig(**data)
     phases: list[dict[str, Any]] = []
     try:
         handle = run(cfg)
@@ -587,6 +591,7 @@ def report(args, device, bare_before, bare_after, bare_full, full, phases, load_
         print(f"{g[0]:<33} {g[1]:>8}   {g[2]:<9} {met:<4} {g[4]}")
     return {
         "benchmark": "bench_pipeline", "label": args.label, "commit": git_commit(), "device": device,
+        "override": args.override,
         "size": args.size, "batch": args.batch, "threads": args.threads,
         "replica_threads": args.replica_threads or args.threads, "cores": os.cpu_count(),
         "loadavg_start_end": [load_start, os.getloadavg()[0]],
