@@ -32,6 +32,7 @@ class _Strict(BaseModel):
 
 #: Ray Serve settings that put a replica's user code, and the router of the handles it calls, on
 #: the replica's main event loop (ray.serve._private.constants; Serve's throughput-optimized mode).
+#: Not on by default (see ``IngressSettings.env_vars``); ``env_vars`` of either deployment can set them.
 SERVE_SAME_LOOP = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
@@ -108,9 +109,7 @@ class ModelDeploymentSettings(_Strict):
     #: Environment of the model replica processes (Ray ``runtime_env.env_vars``). PASSIVE: OpenMP
     #: threads sleep between batches instead of spinning, leaving the cores to the ingress, Kafka
     #: and Redis clients (benchmarks/bench_runtimes.py: same model speed, far less CPU burnt idle).
-    #: The Serve flag runs the replica's methods on its main event loop (no thread hop per call;
-    #: the batcher never blocks the loop: predict runs on its own thread).
-    env_vars: dict[str, str] = Field(default_factory=lambda: {"OMP_WAIT_POLICY": "PASSIVE", **SERVE_SAME_LOOP})
+    env_vars: dict[str, str] = Field(default_factory=lambda: {"OMP_WAIT_POLICY": "PASSIVE"})
     #: ``check_health`` fails (Serve replaces the replica) after this many consecutive batches that
     #: raised or produced a non-finite score.
     unhealthy_after_failures: int = Field(default=5, ge=1)
@@ -141,11 +140,11 @@ class IngressSettings(_Strict):
 
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=0.5, ge=0)
-    #: Environment of the ingress replica processes (Ray ``runtime_env.env_vars``): by default the
-    #: replica's methods and its handle's router share the main event loop (Serve's
-    #: "throughput-optimized" settings; no cross-loop hop per model call). Nothing of the ingress
-    #: blocks its loop: polling, sinks and commits run on their own threads.
-    env_vars: dict[str, str] = Field(default_factory=lambda: dict(SERVE_SAME_LOOP))
+    #: Environment of the ingress replica processes (Ray ``runtime_env.env_vars``). Measured and
+    #: left out: Serve's same-loop flags (``SERVE_SAME_LOOP``) — they saved ~1 ms CPU per frame but
+    #: stalled the Kafka consumer thread ~300 ms now and then (p99 capture→decision 0.6 s instead
+    #: of 0.2 s at 30 % load; docs/evaluations/pipeline.md).
+    env_vars: dict[str, str] = Field(default_factory=dict)
     group_id: str = "grdline-inference"
     #: Frames handed to the model and not yet committed, per replica. Bounds memory; should be a
     #: few batches so batches fill (>= max_batch_size * model replicas).
