@@ -141,9 +141,9 @@ class IngressSettings(_Strict):
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=0.5, ge=0)
     #: Environment of the ingress replica processes (Ray ``runtime_env.env_vars``). Measured and
-    #: left out: Serve's same-loop flags (``SERVE_SAME_LOOP``) — they saved ~1 ms CPU per frame but
-    #: stalled the Kafka consumer thread ~300 ms now and then (p99 capture→decision 0.6 s instead
-    #: of 0.2 s at 30 % load; docs/evaluations/pipeline.md).
+    #: left at Ray's default: Serve's same-loop flags (``SERVE_SAME_LOOP``) saved ~1 ms CPU per
+    #: frame, but every run with them showed ~300 ms stalls of the Kafka stage (so did one of two
+    #: runs without; docs/evaluations/pipeline.md).
     env_vars: dict[str, str] = Field(default_factory=dict)
     group_id: str = "grdline-inference"
     #: Frames handed to the model and not yet committed, per replica. Bounds memory; should be a
