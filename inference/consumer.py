@@ -170,9 +170,10 @@ class FrameConsumer(threading.Thread):
     def _open(self) -> Any:
         from kafka import KafkaConsumer
 
-        from inference.kafka_compat import tolerate_non_utf8_header_keys
+        from inference.kafka_compat import keep_rejoin_pending, tolerate_non_utf8_header_keys
 
         tolerate_non_utf8_header_keys()
+        keep_rejoin_pending()
         c = self._cfg.ingress
         consumer = KafkaConsumer(
             **self._cfg.kafka.client_kwargs(),
@@ -187,8 +188,23 @@ class FrameConsumer(threading.Thread):
             reconnect_backoff_ms=50,
             reconnect_backoff_max_ms=c.reconnect_backoff_max_ms,
         )
+        self._know_partitions(consumer)
         consumer.subscribe([self._cfg.topics.frames], listener=_Listener(self))
         return consumer
+
+    def _know_partitions(self, consumer: Any) -> None:
+        """Fetch the frames topic's metadata before joining: a leader that joins without it assigns
+        nothing, then rebalances the whole group again once the metadata arrives (one rebalance
+        instead of two at every start; see :mod:`inference.kafka_compat` for what the second one
+        could do)."""
+        topic = self._cfg.topics.frames
+        try:
+            parts = consumer.partitions_for_topic(topic)
+        except Exception as exc:  # noqa: BLE001 - the join fetches the metadata itself, one rebalance later
+            log.warning("metadata of %s not fetched before joining (%r): the group rebalances once more", topic, exc)
+            return
+        if not parts:
+            log.warning("topic %s has no partitions yet: waiting for it in the group", topic)
 
     # --- main loop ------------------------------------------------------------------------------
     def _loop(self) -> None:

@@ -1,7 +1,6 @@
-"""One adjustment to kafka-python's record reader so that a header key that is not UTF-8 cannot
-stall a partition.
+"""Two adjustments to kafka-python 3.0, each for a way it can stall the line.
 
-kafka-python (3.0) decodes every header key with ``bytes.decode("utf-8")`` while it iterates a
+**A header key that is not UTF-8** (:func:`tolerate_non_utf8_header_keys`). kafka-python (3.0) decodes every header key with ``bytes.decode("utf-8")`` while it iterates a
 record batch inside ``poll()``; a key that is not UTF-8 raises ``CorruptRecordError`` for the whole
 batch, and because a fetch from any offset of that batch parses the batch from its first record,
 seeking past the bad record does not help: every later poll raises again (measured against the
@@ -14,6 +13,21 @@ The patch rewrites the one ``.decode("utf-8")`` in ``DefaultRecordBatch._read_ms
 to use ``surrogateescape``; each is applied only when its source text is found exactly once (the
 kafka-python version in the lock file), otherwise nothing is patched, with a warning, and the
 consumer's generic poll-error path applies.
+
+**A rebalance that is forgotten** (:func:`keep_rejoin_pending`). The group leader starts a rebalance
+when the metadata of a subscribed topic changes (the topic became known after the first join,
+partitions were added). kafka-python's ``ConsumerCoordinator.need_rejoin`` reports that change by
+comparing the leader's last assignment with the metadata, without setting ``rejoin_needed``; the
+join it starts recomputes the assignment (so the two agree again) while JoinGroup/SyncGroup are
+still in flight. When ``poll``'s timer runs out before SyncGroup returns (a ``poll_timeout_ms`` of
+100 ms on a loaded machine), the next ``poll`` asks ``need_rejoin`` again, gets False, and never
+looks at the finished join: the member stays in the group, heartbeating, with **no partitions,
+for good**. Measured against the local broker with 3 busy CPU loops beside it: 10 of 120 fresh
+consumers stuck (and the ingress of a CI run). The Java client fixed the same gap in KAFKA-9815 by
+calling ``requestRejoin()`` there; :func:`keep_rejoin_pending` does the same: whenever
+``need_rejoin`` says True it also sets ``rejoin_needed``, which only a completed join clears. A
+join that finished after ``poll`` gave up is then sent again (kafka-python's own behaviour for a
+stale join) instead of forgotten. With it: 0 of 160 stuck in the same drill.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _applied = False
+_PATCHED = "_grdline_keeps_rejoin_pending"
 
 
 def _rewrite(owner: Any, name: str, module: Any, old: str, new: str) -> Any | None:
@@ -61,6 +76,31 @@ def tolerate_non_utf8_header_keys() -> bool:
     default_records.DefaultRecordBatch._read_msg = read
     records._unpack_records = unpack
     _applied = True
+    return True
+
+
+def keep_rejoin_pending() -> bool:
+    """Make a rebalance that ``need_rejoin`` asked for stick until a join completes (see the module
+    doc). Idempotent; True when in effect, False (with a warning) where this kafka-python has no
+    ``request_rejoin`` to call."""
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    original = ConsumerCoordinator.need_rejoin
+    if getattr(original, _PATCHED, False):
+        return True
+    if not callable(getattr(ConsumerCoordinator, "request_rejoin", None)):
+        log.warning("kafka-python ConsumerCoordinator has no request_rejoin: need_rejoin not patched")
+        return False
+
+    def need_rejoin(self: Any) -> bool:
+        needed = original(self)
+        if needed:
+            self.request_rejoin()
+        return needed
+
+    setattr(need_rejoin, _PATCHED, True)
+    need_rejoin.__doc__ = original.__doc__
+    ConsumerCoordinator.need_rejoin = need_rejoin
     return True
 
 
