@@ -4,8 +4,8 @@ kafka-python's consumer is blocking and not thread-safe, so every call to it (su
 pause/resume, commit, close) happens on :class:`FrameConsumer`'s thread; the Serve replica's event
 loop never touches it. The thread:
 
-1. commits, every ``commit_interval_ms``, the contiguous watermark of each partition
-   (:class:`~inference.offsets.OffsetTracker`) — offsets are marked complete by the ingress only
+1. commits, every ``commit_interval_ms`` and asynchronously (one commit in flight), the
+   contiguous watermark of each partition (:class:`~inference.offsets.OffsetTracker`) — offsets are marked complete by the ingress only
    after the sinks confirmed, so a commit never covers a frame whose result is not stored;
 2. applies backpressure: when the in-flight frames reach ``inflight_window`` (or their bytes
    ``inflight_max_bytes``) it pauses every assigned partition (and keeps polling, so group
@@ -144,6 +144,8 @@ class FrameConsumer(threading.Thread):
         self.paused = False
         self.polled = 0
         self.commits = 0
+        self._commit_sent: tuple[int, float] | None = None  # the async commit in flight: (seq, sent at)
+        self._commit_seq = 0
         self.rebalances = 0
         self._consumer: Any = None
 
@@ -188,23 +190,24 @@ class FrameConsumer(threading.Thread):
             reconnect_backoff_ms=50,
             reconnect_backoff_max_ms=c.reconnect_backoff_max_ms,
         )
-        self._know_partitions(consumer)
         consumer.subscribe([self._cfg.topics.frames], listener=_Listener(self))
+        self._know_partitions(consumer)
         return consumer
 
     def _know_partitions(self, consumer: Any) -> None:
-        """Fetch the frames topic's metadata before joining: a leader that joins without it assigns
-        nothing, then rebalances the whole group again once the metadata arrives (one rebalance
-        instead of two at every start; see :mod:`inference.kafka_compat` for what the second one
-        could do)."""
+        """Fetch the cluster's metadata once subscribed, before the first ``poll`` joins the group.
+        A leader that joins without the frames topic's partitions in its metadata snapshot assigns
+        from a stale view and rebalances the whole group again when the metadata arrives, revoking
+        partitions with frames in flight (see :mod:`inference.kafka_compat` for what that second
+        rebalance could do). With it, a fresh ingress joins with one rebalance."""
         topic = self._cfg.topics.frames
         try:
-            parts = consumer.partitions_for_topic(topic)
+            known = topic in consumer.topics()
         except Exception as exc:  # noqa: BLE001 - the join fetches the metadata itself, one rebalance later
             log.warning("metadata of %s not fetched before joining (%r): the group rebalances once more", topic, exc)
             return
-        if not parts:
-            log.warning("topic %s has no partitions yet: waiting for it in the group", topic)
+        if not known:
+            log.warning("topic %s does not exist yet: the group waits for it", topic)
 
     # --- main loop ------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -357,30 +360,65 @@ class FrameConsumer(threading.Thread):
             self._consumer.resume(*parts)
         self.paused = False
 
-    def commit(self) -> None:
-        """Commit every partition whose contiguous watermark moved (consumer thread only)."""
-        from kafka.errors import CommitFailedError, RebalanceInProgressError
+    def commit(self, sync: bool = False) -> None:
+        """Commit every partition whose contiguous watermark moved (consumer thread only).
+
+        Asynchronous, one commit in flight: the poll loop never waits for the coordinator (a
+        synchronous commit every ``commit_interval_ms`` held polling for its round trip: the
+        ``kafka`` stage's tail under load). Its outcome arrives in a later ``poll`` on this thread
+        (:meth:`_commit_done`); a commit unanswered after ``commit_timeout_ms`` is counted as failed
+        and the next one goes out. ``sync`` (shutdown) waits for the answer."""
         from kafka.structs import OffsetAndMetadata
 
+        timeout_ms = self._cfg.ingress.commit_timeout_ms
+        if self._commit_sent is not None:
+            waited = time.monotonic() - self._commit_sent[1]
+            if waited * 1000 >= timeout_ms:
+                self.commit_errors += 1
+                log.warning("commit unanswered after %.1f s; sending the next one", waited)
+            elif not sync:
+                return
+            self._commit_sent = None  # its answer, if it comes, still marks what it covered
         offsets = self._tracker.committable()
         if not offsets:
             return
+        request = {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+        self._commit_seq += 1
+        seq = self._commit_seq
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
-                                  timeout_ms=self._cfg.ingress.commit_timeout_ms)
-        except (CommitFailedError, RebalanceInProgressError) as exc:
-            # the group moved on: these partitions are being reassigned; their uncommitted frames
-            # are redelivered to the new owner (idempotent sinks) — nothing to retry here
-            log.warning("commit of %s failed during a rebalance: %r", offsets, exc)
+            if not sync:
+                self._commit_sent = (seq, time.monotonic())
+                self._consumer.commit_async(request, callback=lambda _req, res: self._commit_done(seq, offsets, res))
+                return
+            self._consumer.commit(request, timeout_ms=timeout_ms)
+        except Exception as exc:  # noqa: BLE001 - handled as a failed commit (retried next interval)
+            self._commit_done(seq, offsets, exc)
             return
-        except Exception as exc:  # noqa: BLE001 - broker restart, coordinator moved: retried next interval
-            self.commit_errors += 1
-            log.warning("commit of %s failed (%r); retried at the next interval", offsets, exc)
+        self._commit_done(seq, offsets, None)
+
+    def _commit_done(self, seq: int, offsets: dict[Any, int], outcome: Any) -> None:
+        """Commit ``seq``'s answer: an exception, or anything else for success."""
+        if self._commit_sent is not None and self._commit_sent[0] == seq:
+            self._commit_sent = None
+        if isinstance(outcome, BaseException):
+            self._commit_failed(offsets, outcome)
             return
         waits = self._tracker.mark_committed(offsets)
         self.commits += 1
         if self._on_commit is not None and waits:
             self._on_commit(waits)
+
+    def _commit_failed(self, offsets: dict[Any, int], exc: BaseException) -> None:
+        from kafka.errors import CommitFailedError, RebalanceInProgressError
+
+        if isinstance(exc, CommitFailedError | RebalanceInProgressError):
+            # the group moved on: these partitions are being reassigned; their uncommitted frames
+            # are redelivered to the new owner (idempotent sinks) — nothing to retry here
+            log.warning("commit of %s failed during a rebalance: %r", offsets, exc)
+            return
+        # broker restart, coordinator moved: the watermark is committed again at the next interval
+        self.commit_errors += 1
+        log.warning("commit of %s failed (%r); retried at the next interval", offsets, exc)
 
     def _report_lag(self) -> None:
         lag: dict[int, int] = {}
@@ -400,7 +438,7 @@ class FrameConsumer(threading.Thread):
         deadline = time.monotonic() + self._cfg.ingress.revoke_drain_timeout_s
         while self._tracker.in_flight() > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        self.commit()
+        self.commit(sync=True)
         self._consumer.close(autocommit=False)
 
 

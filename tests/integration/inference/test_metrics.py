@@ -65,7 +65,8 @@ def test_every_designed_metric_appears_in_prometheus(
             seen.update(r["metric"]["stage"] for r in prometheus_result(prometheus_url, by_stage))
             return seen >= set(M.STAGES)
 
-        wait_for(every_stage, 60, f"every stage of {M.STAGE_LATENCY}", interval_s=2.0)
+        wait_for(every_stage, 60, f"every stage of {M.STAGE_LATENCY}", interval_s=2.0,
+                 state=lambda: {"missing": sorted(set(M.STAGES) - seen)})
         # Every Grafana panel fed by the Serve app shows data from this run. (Panels fed by a
         # camera process read ingest metrics, which no camera serves in this test; their queries
         # are checked for validity in tests/integration/dashboards.)

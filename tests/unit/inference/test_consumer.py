@@ -26,6 +26,8 @@ class FakeKafka:
         self.seeks: list = []
         self.commits: list = []
         self.commit_errors: list = []
+        self.answers: list = []
+        self.defer = False
         self._fetcher = SimpleNamespace(_next_partition_records=None, _next_in_line_exception_metadata=None)
         self._paused: set = set()
 
@@ -47,8 +49,19 @@ class FakeKafka:
             raise self.commit_errors.pop(0)
         self.commits.append({tp: o.offset for tp, o in offsets.items()})
 
-    def commit_async(self, offsets):
-        self.commits.append({tp: o.offset for tp, o in offsets.items()})
+    def commit_async(self, offsets, callback=None):
+        """Answered at once, or (``defer``) when the test calls :meth:`answer` (a later poll)."""
+        outcome = self.commit_errors.pop(0) if self.commit_errors else None
+        if outcome is None:
+            self.commits.append({tp: o.offset for tp, o in offsets.items()})
+        if callback is not None:
+            self.answers.append(lambda: callback(offsets, outcome))
+            if not self.defer:
+                self.answer()
+
+    def answer(self):
+        while self.answers:
+            self.answers.pop(0)()
 
     def assignment(self):
         return {TP}
@@ -156,6 +169,44 @@ def test_commit_errors_are_retried_not_fatal(setup):
     assert c.commit_errors == 2 and c._consumer.commits == []
     c.commit()
     assert c._consumer.commits == [{TP: 1}] and c.commits == 1
+
+
+def test_one_commit_in_flight_and_an_unanswered_one_is_replaced(setup):
+    c, tracker, _ = setup
+    k = c._consumer
+    k.defer = True
+    tracker.complete(tracker.add(TP, 0))
+    c.commit()
+    assert k.commits == [{TP: 1}] and c.commits == 0  # sent, not answered yet: not marked
+    tracker.complete(tracker.add(TP, 1))
+    c.commit()
+    assert k.commits == [{TP: 1}]  # one in flight: the poll loop does not queue another
+    k.answer()
+    assert c.commits == 1 and tracker.committable() == {TP: 2}
+    c.commit()
+    assert k.commits[-1] == {TP: 2}
+    stale = list(k.answers)
+    k.answers.clear()
+    c._commit_sent = (c._commit_sent[0], c._commit_sent[1] - 60)  # unanswered past commit_timeout_ms
+    tracker.complete(tracker.add(TP, 2))
+    c.commit()
+    assert c.commit_errors == 1 and k.commits[-1] == {TP: 3}
+    pending = c._commit_sent
+    stale[0]()  # the late answer still marks what it covered, and leaves the newer commit in flight
+    assert c._commit_sent == pending and c.commits == 2
+    k.answer()
+    assert c._commit_sent is None and c.commits == 3 and tracker.committable() == {}
+
+
+def test_shutdown_commit_waits_for_its_answer(setup):
+    c, tracker, _ = setup
+    c._consumer.defer = True
+    tracker.complete(tracker.add(TP, 0))
+    c.commit()  # async, unanswered
+    tracker.complete(tracker.add(TP, 1))
+    c.commit(sync=True)
+    assert c._consumer.commits[-1] == {TP: 2} and c.commits == 1 and c.commit_errors == 0
+    assert tracker.committable() == {}
 
 
 def test_window_is_bounded_in_bytes_as_well_as_frames(setup):
