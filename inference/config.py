@@ -165,8 +165,9 @@ class IngressSettings(_Strict):
     resume_fraction: float = Field(default=0.5, gt=0, le=1)
     poll_timeout_ms: int = Field(default=100, ge=1)
     commit_interval_ms: int = Field(default=200, ge=1)
-    #: How long one offset commit may block the consumer thread (a broker restart); a commit that
-    #: fails is retried at the next interval.
+    #: Commits are asynchronous, one in flight: one unanswered after this long counts as failed and
+    #: the next one is sent; the shutdown commit blocks at most this long. A commit that fails is
+    #: retried at the next interval.
     commit_timeout_ms: int = Field(default=5_000, ge=100)
     #: Ceiling of kafka-python's reconnect backoff (its default is 30 s) for the ingress consumer and
     #: producer: after a broker restart decisions resume within about this long, not half a minute.
