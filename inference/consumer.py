@@ -5,8 +5,9 @@ pause/resume, commit, close) happens on :class:`FrameConsumer`'s thread; the Ser
 loop never touches it. The thread:
 
 1. commits, every ``commit_interval_ms`` and asynchronously (one commit in flight), the
-   contiguous watermark of each partition (:class:`~inference.offsets.OffsetTracker`) — offsets are marked complete by the ingress only
-   after the sinks confirmed, so a commit never covers a frame whose result is not stored;
+   contiguous watermark of each partition (:class:`~inference.offsets.OffsetTracker`) — offsets
+   are marked complete by the ingress only after the sinks confirmed, so a commit never covers a
+   frame whose result is not stored;
 2. applies backpressure: when the in-flight frames reach ``inflight_window`` (or their bytes
    ``inflight_max_bytes``) it pauses every assigned partition (and keeps polling, so group
    membership stays alive) and resumes once they fall to ``resume_fraction`` of the window;

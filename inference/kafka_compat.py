@@ -1,17 +1,18 @@
 """Two adjustments to kafka-python 3.0, each for a way it can stall the line.
 
-**A header key that is not UTF-8** (:func:`tolerate_non_utf8_header_keys`). kafka-python (3.0) decodes every header key with ``bytes.decode("utf-8")`` while it iterates a
-record batch inside ``poll()``; a key that is not UTF-8 raises ``CorruptRecordError`` for the whole
-batch, and because a fetch from any offset of that batch parses the batch from its first record,
-seeking past the bad record does not help: every later poll raises again (measured against the
+**A header key that is not UTF-8** (:func:`tolerate_non_utf8_header_keys`). kafka-python (3.0)
+decodes every header key with ``bytes.decode("utf-8")`` while it iterates a record batch inside
+``poll()``; a key that is not UTF-8 raises ``CorruptRecordError`` for the whole batch, and
+because a fetch from any offset of that batch parses the batch from its first record, seeking past
+the bad record does not help: every later poll raises again (measured against the
 local broker: the partition stops at that record). Decoding with ``surrogateescape`` instead hands
 the record over with its undecodable bytes kept as lone surrogates; the consumer then dead-letters
 exactly that record (:func:`has_undecodable_key`, :func:`printable_headers`) and the partition goes on.
 
 The patch rewrites the one ``.decode("utf-8")`` in ``DefaultRecordBatch._read_msg`` and the one
 ``h_key.encode("utf-8")`` (header size metric) in the fetcher's ``PartitionRecords._unpack_records``
-to use ``surrogateescape``; each is applied only when its source text is found exactly once (the
-kafka-python version in the lock file), otherwise nothing is patched, with a warning, and the
+to use ``surrogateescape``; each is applied only when its source text is found exactly once (as in
+kafka-python 3.0.x), otherwise nothing is patched, with a warning, and the
 consumer's generic poll-error path applies.
 
 **A rebalance that is forgotten** (:func:`keep_rejoin_pending`). The group leader starts a rebalance

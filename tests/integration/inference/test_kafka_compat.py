@@ -11,19 +11,6 @@ from inference.kafka_compat import keep_rejoin_pending
 from .conftest import encoded, simulated_frames, wait_for
 
 
-class _Events:
-    """A rebalance listener that records what it is told."""
-
-    def __init__(self):
-        self.assigned: list[list[int]] = []
-
-    def on_partitions_revoked(self, revoked):
-        pass
-
-    def on_partitions_assigned(self, assigned):
-        self.assigned.append(sorted(tp.partition for tp in assigned))
-
-
 def test_a_metadata_rebalance_that_outlives_poll_still_assigns_the_partitions(
     kafka_settings, topic_factory, produce, monkeypatch
 ):
@@ -49,16 +36,26 @@ def test_a_metadata_rebalance_that_outlives_poll_still_assigns_the_partitions(
         return out
 
     monkeypatch.setattr(ConsumerCoordinator, "_perform_assignment", slow_assignment)
-    events = _Events()
-    listener = type("L", (ConsumerRebalanceListener,), {
-        "on_partitions_revoked": lambda s, r: events.on_partitions_revoked(r),
-        "on_partitions_assigned": lambda s, a: events.on_partitions_assigned(a)})()
+
+    class Events(ConsumerRebalanceListener):
+        """Records the assignments the consumer is told of."""
+
+        def __init__(self):
+            self.assigned: list[list[int]] = []
+
+        def on_partitions_revoked(self, revoked):
+            pass
+
+        def on_partitions_assigned(self, assigned):
+            self.assigned.append(sorted(tp.partition for tp in assigned))
+
+    events = Events()
     consumer = KafkaConsumer(**kafka_settings.client_kwargs(), group_id=f"g-{uuid.uuid4().hex[:8]}",
                              enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=6000,
                              heartbeat_interval_ms=1000, max_poll_interval_ms=20_000)
     got: list = []
     try:
-        consumer.subscribe([topic], listener=listener)
+        consumer.subscribe([topic], listener=events)
 
         def polled() -> bool:
             for records in consumer.poll(timeout_ms=100, max_records=16).values():
