@@ -124,7 +124,12 @@ class FrameConsumer(threading.Thread):
         on_commit: Callable[[list[tuple[Any, float]]], None] | None = None,
     ):
         """``on_commit`` gets ``(label, seconds waited)`` of the offsets each commit covered
-        (labels: ``(line_id, camera_id)`` of the decoded frames, else None)."""
+        (labels: ``(line_id, camera_id)`` of the decoded frames, else None). The kafka-python
+        patches are applied here, in the replica's constructor: one that does not apply to the
+        installed kafka-python fails the replica at start-up (:class:`~inference.kafka_compat.KafkaPatchError`)."""
+        from inference.kafka_compat import apply_patches
+
+        apply_patches()
         super().__init__(name="grdline-consumer", daemon=True)
         self._on_commit = on_commit
         self._cfg = cfg
@@ -173,10 +178,6 @@ class FrameConsumer(threading.Thread):
     def _open(self) -> Any:
         from kafka import KafkaConsumer
 
-        from inference.kafka_compat import keep_rejoin_pending, tolerate_non_utf8_header_keys
-
-        tolerate_non_utf8_header_keys()
-        keep_rejoin_pending()
         c = self._cfg.ingress
         consumer = KafkaConsumer(
             **self._cfg.kafka.client_kwargs(),

@@ -12,8 +12,14 @@ exactly that record (:func:`has_undecodable_key`, :func:`printable_headers`) and
 The patch rewrites the one ``.decode("utf-8")`` in ``DefaultRecordBatch._read_msg`` and the one
 ``h_key.encode("utf-8")`` (header size metric) in the fetcher's ``PartitionRecords._unpack_records``
 to use ``surrogateescape``; each is applied only when its source text is found exactly once (as in
-kafka-python 3.0.x), otherwise nothing is patched, with a warning, and the
-consumer's generic poll-error path applies.
+kafka-python :data:`WRITTEN_FOR`, which ``constraints.txt`` pins).
+
+**A patch that does not apply stops the replica.** Where the installed kafka-python's source no
+longer has the text a patch rewrites (or the method it calls), :class:`KafkaPatchError` is raised,
+naming the version found, the version the patches were written for and the patch: both stalls
+above would come back silently if the replica carried on unpatched. :func:`apply_patches` is called
+from the ingress consumer's constructor, so the error fails the replica at start-up (Serve reports
+the deployment as failed with this message), not later on the poll thread.
 
 **A rebalance that is forgotten** (:func:`keep_rejoin_pending`). The group leader starts a rebalance
 when the metadata of a subscribed topic changes (the topic became known after the first join,
@@ -34,33 +40,64 @@ stale join) instead of forgotten. With it: 0 of 160 stuck in the same drill.
 from __future__ import annotations
 
 import inspect
-import logging
 import textwrap
 from typing import Any
 
-log = logging.getLogger(__name__)
+#: the kafka-python release the patches below were written and tested against (one home: the
+#: pin in ``constraints.txt`` is checked against it by tests/unit/test_constraints.py)
+WRITTEN_FOR = "3.0.12"
 
 _applied = False
 _PATCHED = "_grdline_keeps_rejoin_pending"
 
 
-def _rewrite(owner: Any, name: str, module: Any, old: str, new: str) -> Any | None:
-    """``owner.name`` recompiled with ``old`` replaced by ``new`` (once), or None."""
-    try:
-        src = textwrap.dedent(inspect.getsource(getattr(owner, name)))
-    except (OSError, TypeError) as exc:
-        log.warning("kafka-python %s not patched (no source: %r)", name, exc)
-        return None
-    if src.count(old) != 1:
-        log.warning("kafka-python %s not patched: %s not found exactly once", name, old)
-        return None
+class KafkaPatchError(RuntimeError):
+    """A kafka-python patch of this module does not apply to the installed kafka-python."""
+
+    def __init__(self, patch: str, problem: str):
+        self.patch, self.found, self.expected = patch, installed_version(), WRITTEN_FOR
+        super().__init__(
+            f"kafka-python {self.found} is installed, but the patch {patch} (inference.kafka_compat) "
+            f"was written for kafka-python {WRITTEN_FOR}: {problem}. Install kafka-python=={WRITTEN_FOR} "
+            "(pip install -c constraints.txt) or port the patch to this version; the replica does not "
+            "start unpatched, since the stall the patch prevents would come back silently"
+        )
+
+
+def installed_version() -> str:
+    """The installed kafka-python's version (``kafka.__version__``)."""
+    import kafka
+
+    return str(getattr(kafka, "__version__", "unknown"))
+
+
+def _rewrite(owner: Any, name: str, module: Any, old: str, new: str, patch: str,
+             src: str | None = None) -> Any:
+    """``owner.name`` recompiled with ``old`` replaced by ``new``; :class:`KafkaPatchError` unless
+    ``old`` occurs exactly once in its source (``src``: that source, given by tests)."""
+    qualname = f"{getattr(owner, '__qualname__', owner)}.{name}"
+    if src is None:
+        try:
+            src = textwrap.dedent(inspect.getsource(getattr(owner, name)))
+        except (AttributeError, OSError, TypeError) as exc:
+            raise KafkaPatchError(patch, f"no source of {qualname} ({exc!r})") from exc
+    found = src.count(old)
+    if found != 1:
+        raise KafkaPatchError(patch, f"{old!r} occurs {found} times in {qualname}, not once")
     namespace: dict[str, Any] = {}
     exec(compile(src.replace(old, new), module.__file__, "exec"), module.__dict__, namespace)  # noqa: S102
     return namespace[name]
 
 
+def apply_patches() -> None:
+    """Both patches, once per process; :class:`KafkaPatchError` when either does not apply."""
+    tolerate_non_utf8_header_keys()
+    keep_rejoin_pending()
+
+
 def tolerate_non_utf8_header_keys() -> bool:
-    """Apply the patch once per process; True when it is in effect."""
+    """Apply the patch once per process; True when it is in effect, :class:`KafkaPatchError`
+    when this kafka-python's source does not have the text it rewrites."""
     global _applied
     if _applied:
         return True
@@ -68,12 +105,11 @@ def tolerate_non_utf8_header_keys() -> bool:
     from kafka.record import default_records
 
     records = fetcher.Fetcher.PartitionRecords
+    patch = "tolerate_non_utf8_header_keys"
     read = _rewrite(default_records.DefaultRecordBatch, "_read_msg", default_records,
-                    '.decode("utf-8")', '.decode("utf-8", "surrogateescape")')
+                    '.decode("utf-8")', '.decode("utf-8", "surrogateescape")', patch)
     unpack = _rewrite(records, "_unpack_records", fetcher,
-                      'h_key.encode("utf-8")', 'h_key.encode("utf-8", "surrogateescape")')
-    if read is None or unpack is None:
-        return False
+                      'h_key.encode("utf-8")', 'h_key.encode("utf-8", "surrogateescape")', patch)
     default_records.DefaultRecordBatch._read_msg = read
     records._unpack_records = unpack
     _applied = True
@@ -82,16 +118,23 @@ def tolerate_non_utf8_header_keys() -> bool:
 
 def keep_rejoin_pending() -> bool:
     """Make a rebalance that ``need_rejoin`` asked for stick until a join completes (see the module
-    doc). Idempotent; True when in effect, False (with a warning) where this kafka-python has no
-    ``request_rejoin`` to call."""
+    doc). Idempotent; True when in effect, :class:`KafkaPatchError` where this kafka-python has no
+    ``need_rejoin`` to wrap or no ``request_rejoin`` to call."""
     from kafka.coordinator.consumer import ConsumerCoordinator
 
-    original = ConsumerCoordinator.need_rejoin
+    return _wrap_need_rejoin(ConsumerCoordinator)
+
+
+def _wrap_need_rejoin(coordinator: Any) -> bool:
+    """:func:`keep_rejoin_pending` on ``coordinator`` (a class; tests pass one without the API)."""
+    patch = "keep_rejoin_pending"
+    original = getattr(coordinator, "need_rejoin", None)
+    if not callable(original):
+        raise KafkaPatchError(patch, f"{coordinator.__qualname__} has no need_rejoin to wrap")
     if getattr(original, _PATCHED, False):
         return True
-    if not callable(getattr(ConsumerCoordinator, "request_rejoin", None)):
-        log.warning("kafka-python ConsumerCoordinator has no request_rejoin: need_rejoin not patched")
-        return False
+    if not callable(getattr(coordinator, "request_rejoin", None)):
+        raise KafkaPatchError(patch, f"{coordinator.__qualname__} has no request_rejoin to call")
 
     def need_rejoin(self: Any) -> bool:
         needed = original(self)
@@ -101,7 +144,7 @@ def keep_rejoin_pending() -> bool:
 
     setattr(need_rejoin, _PATCHED, True)
     need_rejoin.__doc__ = original.__doc__
-    ConsumerCoordinator.need_rejoin = need_rejoin
+    coordinator.need_rejoin = need_rejoin
     return True
 
 

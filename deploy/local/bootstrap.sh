@@ -35,15 +35,15 @@ python=${python:-$(command -v python3)}
 "$python" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
   || { echo "setup: Python >= 3.11 is required, found $("$python" --version)" >&2; exit 1; }
 
-# --- virtualenv keyed by pyproject.toml --------------------------------------------------------
-key=$( (cat pyproject.toml; "$python" --version) | sha256sum | cut -c1-12)
+# --- virtualenv keyed by pyproject.toml and constraints.txt (the pinned versions) -----------------
+key=$( (cat pyproject.toml constraints.txt; "$python" --version) | sha256sum | cut -c1-12)
 venv="$cache/venv-$key"
 if [[ ! -f $venv/.complete ]]; then
   say "creating $venv (first run on this machine downloads torch, ray, ... : a few minutes)"
   rm -rf "$venv"
   "$python" -m venv "$venv"
   PIP_CACHE_DIR="$cache/pip" "$venv/bin/pip" install -q --upgrade pip setuptools wheel
-  PIP_CACHE_DIR="$cache/pip" "$venv/bin/pip" install -q --progress-bar off -e ".[dev]"
+  PIP_CACHE_DIR="$cache/pip" "$venv/bin/pip" install -q --progress-bar off -c constraints.txt -e ".[dev]"
   touch "$venv/.complete"
 fi
 # Point the editable install at this checkout (CI clones elsewhere) without touching the deps.
