@@ -4,6 +4,7 @@
                   [--epochs N | --steps N] [--image-size N] [--roi PATH] [--seed N] [--device D]
     grdline eval  --model DIR --data ROOT --category NAME --out DIR   # writes DIR/metrics.json
     grdline export --model DIR --format onnx [--out FILE]   # DIR/model.onnx + model.onnx.json
+    grdline calibrate --model DIR --good FOLDER [--target-frr X] [--roi PNG] [--defective FOLDER] [--out DIR]
 
 torch is imported inside the handlers so ``grdline --help`` stays fast.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,17 @@ def register(subparsers) -> None:
     e.add_argument("--no-roi", action="store_true", help="do not apply ROIs at inference")
     e.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     e.set_defaults(func=_eval)
+
+    c = subparsers.add_parser(
+        "calibrate", help="re-fit a model's thresholds on good images collected later (no retraining)")
+    c.add_argument("--model", required=True, help="model directory")
+    c.add_argument("--good", required=True, help="folder of good images (searched recursively)")
+    c.add_argument("--target-frr", type=float, help="false-reject target (default: the model's)")
+    c.add_argument("--roi", help="ROI image at the good images' size (default: none)")
+    c.add_argument("--defective", help="folder of defective images: escape rate at the new τ (not used to fit it)")
+    c.add_argument("--out", help="write the recalibrated artefact here (default: rewrite --model's model.json)")
+    c.add_argument("--device")
+    c.set_defaults(func=_calibrate)
 
     x = subparsers.add_parser("export", help="export a model's serving path (ONNX, fp32)")
     x.add_argument("--model", required=True, help="model directory")
@@ -134,6 +147,21 @@ def _eval(args: argparse.Namespace) -> int:
         return 2
     keys = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "false_reject_rate", "escape_rate")
     print(json.dumps({k: m[k] for k in keys}))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from model.errors import ModelError
+    from model.recalibrate import recalibrate, summary, to_json
+
+    try:
+        r = recalibrate(args.model, args.good, args.out, target_false_reject=args.target_frr, roi=args.roi,
+                        defective=args.defective, device=args.device)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    print(summary(r), file=sys.stderr)
+    print(to_json(r))
     return 0
 
 
