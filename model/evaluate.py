@@ -162,8 +162,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-KEYS = ("image_auroc", "pixel_auroc", "image_ap", "pixel_ap", "aupro", "f1_max",
-        "false_reject_rate", "escape_rate")
+#: The operating point at τ first (what the line feels), ranking metrics second.
+KEYS = ("escape_rate", "false_reject_rate", "image_auroc", "pixel_auroc", "image_ap", "pixel_ap", "aupro",
+        "f1_max")
 
 
 def summary_markdown(m: dict[str, Any]) -> str:
