@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from inference.settings import RedisSettings
 from ingest.settings import KafkaSettings, load_settings
-from ingest.topics import DLQ, FRAMES, REJECTS
+from ingest.topics import DLQ, FRAMES, FRAMES_REPLAY, REJECTS
 
 
 class _Strict(BaseModel):
@@ -225,7 +225,13 @@ class RecipeSettings(_Strict):
 
 
 class TopicSettings(_Strict):
+    #: The topic this app consumes (an app that decides replays sets it to ``replay``).
     frames: str = FRAMES
+    #: The replay topic: a frame consumed from it is a replay (its results go to the replay
+    #: namespace, it has no deadline and it never actuates), whatever its headers say. A frame
+    #: consumed from any other topic is live and may actuate, whatever its headers say
+    #: (:mod:`inference.decision`): a header never decides actuation.
+    replay: str = FRAMES_REPLAY
     rejects: str = REJECTS
     dlq: str = DLQ
 
@@ -262,13 +268,13 @@ class RedisSinkSettings(_Strict):
 
 
 class ReplaySettings(_Strict):
-    """Frames with a ``replay_of`` header (``grdline replay``)."""
+    """Frames consumed from the replay topic (``topics.replay``, where ``grdline replay`` writes).
+
+    They never actuate: there is no switch for it (a replayed part left the line long ago, and a
+    setting that lets replays send reject commands is a way to scrap parts without a camera)."""
 
     #: Their results go under ``{redis.key_prefix}:{namespace}`` (never the live results).
     namespace: str = Field(default="replay", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    #: Send reject commands for replayed frames (claimed per item like live ones). Off: replays
-    #: never actuate.
-    actuate: bool = False
 
 
 class LimitSettings(_Strict):

@@ -120,7 +120,7 @@ class FrameConsumer(threading.Thread):
         deliver: Callable[[list[PolledFrame]], None],
         on_lag: Callable[[dict[int, int]], None] | None = None,
         lookup: Callable[[list[tuple[str, str]]], dict[tuple[str, str], Any]] | None = None,
-        prefix_of: Callable[[Any], str] | None = None,
+        prefix_of: Callable[[str], str] | None = None,
         on_commit: Callable[[list[tuple[Any, float]]], None] | None = None,
     ):
         """``on_commit`` gets ``(label, seconds waited)`` of the offsets each commit covered
@@ -294,6 +294,7 @@ class FrameConsumer(threading.Thread):
             self._hand_over(batch)
 
     def _hand_over(self, batch: dict[Any, list[Any]]) -> None:
+        from inference.decision import is_replay
         from inference.kafka_compat import has_undecodable_key, printable_headers
         from ingest.contract import decode_frame
         from ingest.errors import FrameError, InvalidHeaderError
@@ -313,7 +314,8 @@ class FrameConsumer(threading.Thread):
                     if bad_key is not None:
                         headers = printable_headers(headers)
                         raise InvalidHeaderError(bad_key, "header key is not valid UTF-8")
-                    meta, image = decode_frame(rec.value, headers)
+                    # the age bound's replay exemption follows the topic, never the replay_of header
+                    meta, image = decode_frame(rec.value, headers, replay=is_replay(tp.topic, self._cfg))
                     self._tracker.label(ticket, (meta.line_id, meta.camera_id))
                 except FrameError as exc:  # a bad frame is data, not a failure: dead-lettered
                     err = exc
@@ -341,7 +343,7 @@ class FrameConsumer(threading.Thread):
         for f in frames:
             if f.meta is not None:
                 try:
-                    keys[id(f)] = (self._prefix_of(f.meta), f.meta.frame_id)
+                    keys[id(f)] = (self._prefix_of(f.topic), f.meta.frame_id)
                 except Exception as exc:  # noqa: BLE001 - no lookup for this one: decided normally
                     log.warning("no result lookup for %s[%d]@%d: %r", f.topic, f.partition, f.offset, exc)
         found = self._lookup(list(dict.fromkeys(keys.values())))

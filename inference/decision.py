@@ -10,8 +10,13 @@ No I/O, no Ray, no Kafka: the ingress feeds these functions and the checkpoint
 * A frame that already has a result (redelivery after a restart or rebalance) is not decided again:
   its stored result is re-offered to the reject sink only (the claim makes that a no-op when its
   command went out), never rewritten and never turned into a late reject because it is old.
-* A replayed frame (``replay_of`` set) is decided into the replay namespace, ignores its original
-  deadline, and actuates only when ``replay.actuate`` is set.
+* Whether a frame may actuate is decided by the topic it was consumed from, never by a header
+  (:func:`is_replay`): a frame consumed from the replay topic (``topics.replay``) is decided into
+  the replay namespace, has no deadline and never actuates, whatever its headers say; a frame
+  consumed from any other topic (the live frames topic) is live — its deadline applies, its result
+  goes to the live namespace, and it actuates — even when it carries a ``replay_of`` header. That
+  header is written by whoever writes the frame, so on the live topic it is ignored: it can neither
+  turn actuation off (suppress a reject) nor exempt a frame from its deadline or age bound.
 * :func:`decide` turns a model failure, a non-finite score or no answer into a fail-safe result
   (``failsafe`` = ``model_failure`` / ``timeout`` / ``late``) decided by the configured policy —
   never a silent pass, never a dead letter.
@@ -23,7 +28,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from inference.config import ServeAppConfig
 from inference.contracts import Result, Timings, results_prefix
@@ -83,10 +88,14 @@ def dead_letter(f: PolledFrame, reason: str, stage: str, error: BaseException | 
     )
 
 
-def prefix_for(meta: Any, cfg: ServeAppConfig) -> str:
-    """Where a decoded frame's result goes: the live prefix, or the replay namespace."""
-    replay = meta is not None and meta.replay_of is not None
-    return results_prefix(cfg.redis.key_prefix, cfg.replay.namespace if replay else None)
+def is_replay(topic: str, cfg: ServeAppConfig) -> bool:
+    """Whether a record consumed from ``topic`` is a replay: the topic decides, never a header."""
+    return topic == cfg.topics.replay
+
+
+def prefix_for(topic: str, cfg: ServeAppConfig) -> str:
+    """Where the result of a frame consumed from ``topic`` goes: live prefix or replay namespace."""
+    return results_prefix(cfg.redis.key_prefix, cfg.replay.namespace if is_replay(topic, cfg) else None)
 
 
 def _outcome(f: PolledFrame, cfg: ServeAppConfig) -> Outcome:
@@ -95,9 +104,8 @@ def _outcome(f: PolledFrame, cfg: ServeAppConfig) -> Outcome:
         line, camera = meta.line_id, meta.camera_id
     else:
         line, camera = header_tag(f.headers, "line_id"), header_tag(f.headers, "camera_id")
-    replay = meta is not None and meta.replay_of is not None
-    return Outcome(frame=f, line=line, camera=camera, prefix=prefix_for(meta, cfg),
-                   actuate=cfg.replay.actuate or not replay)
+    return Outcome(frame=f, line=line, camera=camera, prefix=prefix_for(f.topic, cfg),
+                   actuate=not is_replay(f.topic, cfg))
 
 
 def prepare(
@@ -122,7 +130,7 @@ def prepare(
         roi, roi_id = rois.get(meta.recipe, meta.height, meta.width)
         recipe = cfg.recipe(meta.recipe)
         deadline = None
-        if meta.replay_of is None:
+        if not is_replay(f.topic, cfg):
             deadline = deadline_at(meta.captured_at, meta.deadline_ms, recipe.deadline_ms, cfg.deadline.default_deadline_ms)
         received = datetime.fromtimestamp(f.received_at, UTC)
         if deadline is not None:
@@ -177,7 +185,8 @@ def decide(
             frame_id=meta.frame_id, item_id=meta.item_id, line_id=meta.line_id, camera_id=meta.camera_id,
             recipe=meta.recipe, captured_at=meta.captured_at, decided_at=decided, deadline_at=p.deadline,
             score=answered.score if answered else None, decision=decision, late=failsafe == "late",
-            late_policy=policy, failsafe=failsafe, replay_of=meta.replay_of,
+            late_policy=policy, failsafe=failsafe,
+            replay_of=(meta.replay_of or meta.frame_id) if is_replay(f.topic, cfg) else None,
             threshold=answered.threshold if answered else last[0],
             model_version=answered.model_version if answered else last[1],
             roi_id=p.roi_id, defect_area=answered.defect_area if verdict else 0,

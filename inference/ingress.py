@@ -65,7 +65,7 @@ class LineIngress:
         self._consumer = FrameConsumer(
             cfg, self._tracker, lambda fs: self._loop.call_soon_threadsafe(self._accept, fs),
             lambda lag: self._loop.call_soon_threadsafe(self._set_lag, lag),
-            lookup=lookup, prefix_of=lambda meta: prefix_for(meta, cfg),
+            lookup=lookup, prefix_of=lambda topic: prefix_for(topic, cfg),
             on_commit=lambda waits: self._loop.call_soon_threadsafe(M.account_commit, self._metrics, self._labels, waits),
         )
         self._consumer.start()

@@ -359,12 +359,15 @@ def default_clock() -> ClockSettings:
 
 
 def check_capture_time(
-    meta: FrameMeta, *, now: datetime | None = None, clock: ClockSettings | None = None
+    meta: FrameMeta, *, now: datetime | None = None, clock: ClockSettings | None = None,
+    replay: bool | None = None,
 ) -> None:
     """Refuse a ``captured_at`` outside the line's clock bounds with :class:`ClockSkewError`.
 
     ``now`` is the line's time (default: the wall clock); ``clock`` the bounds (default:
-    :func:`default_clock`). A replayed frame (``replay_of`` set) is exempt from the age bound.
+    :func:`default_clock`). A replayed frame is exempt from the age bound: ``replay`` says whether
+    the frame is one (the line passes whether it was consumed from the replay topic, so a header
+    never buys the exemption there); None (tools) = judged by the ``replay_of`` header.
     """
     clock = clock or default_clock()
     now = (now or datetime.now(UTC)).astimezone(UTC)
@@ -376,7 +379,8 @@ def check_capture_time(
             f"({now.isoformat()}); tolerance {clock.max_future_ms} ms",
         )
     age_s = -ahead_ms / 1000
-    if meta.replay_of is None and age_s > clock.max_age_s:
+    replayed = meta.replay_of is not None if replay is None else replay
+    if not replayed and age_s > clock.max_age_s:
         raise ClockSkewError(
             "captured_at",
             f"{meta.captured_at.isoformat()} is {age_s:.0f} s older than the line's clock "
@@ -454,6 +458,7 @@ def decode_frame(
     now: datetime | None = None,
     clock: ClockSettings | None = None,
     check_clock: bool = True,
+    replay: bool | None = None,
 ) -> tuple[FrameMeta, np.ndarray]:
     """Validate headers and decode the value; returns ``(meta, image)``.
 
@@ -461,12 +466,12 @@ def decode_frame(
     (or ``meta.dtype`` for raw). Raises a :class:`~ingest.errors.FrameError` subclass naming the
     field, and no other exception: missing/invalid/repeated header, unknown schema version,
     unsupported encoding, capture time outside the clock bounds (:func:`check_capture_time` with
-    ``now`` and ``clock``; ``check_clock=False`` skips it, for tools reading old frames), size
+    ``now``, ``clock`` and ``replay``; ``check_clock=False`` skips it, for tools reading old frames), size
     limit, size mismatch, undecodable bytes.
     """
     meta = decode_meta(headers)
     if check_clock:
-        check_capture_time(meta, now=now, clock=clock)
+        check_capture_time(meta, now=now, clock=clock, replay=replay)
     if value is None:
         raise UndecodableImageError("value", "no image bytes")
     if not isinstance(value, bytes | bytearray | memoryview):

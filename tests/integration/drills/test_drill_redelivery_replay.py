@@ -5,9 +5,10 @@ re-decided them (or treated them as late) would fail-safe reject every one.
 1. the line decides a stream (exactly one reject per defective item);
 2. redelivery: a second deployment in a *new* consumer group reads the whole topic again — every
    frame already has a result: none is decided again, no reject command is sent;
-3. replay: the frames topic is recorded into an archive and replayed onto it with
-   ``grdline replay``'s logic (``replay_of`` set, deadline dropped); replayed frames are decided
-   into the replay namespace, live results stay untouched, and no reject command is sent.
+3. replay: the frames topic is recorded into an archive and replayed with ``grdline replay``'s
+   logic (``replay_of`` set, deadline dropped) onto a replay topic, decided by its own app and
+   group: the frames are decided into the replay namespace because of the topic they came from
+   (never because of a header), live results stay untouched, and no reject command is sent.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ DEADLINE_MS = 5000
 
 
 def test_redelivered_and_replayed_frames_send_no_new_rejects(
-    app_config, kafka_settings, redis_client, redis_prefix, serve_instance, tmp_path
+    app_config, kafka_settings, redis_client, redis_prefix, serve_instance, tmp_path, topic_factory
 ):
     w = workload(cameras=3, per_camera=20, seed=7)
     cfg = line_config(app_config, w)
@@ -65,13 +66,18 @@ def test_redelivered_and_replayed_frames_send_no_new_rejects(
     cmds = read_reject_commands(kafka_settings, cfg.topics.rejects, expected=n_rejects, settle_s=3.0)  # settling catches any extra
     assert len(cmds) == n_rejects, f"redelivery sent {len(cmds) - n_rejects} new reject command(s)"
 
-    # 3. replay of a recorded batch onto the line's topic
+    # 3. replay of a recorded batch onto a replay topic, decided by the line's replay app
     archive = tmp_path / "batch"
     summary = record(cfg.topics.frames, archive, settings=kafka_settings, start_offsets=0, progress=False)
     assert summary.frames == len(w.ids)
+    replay_topic = topic_factory(3, "replay")
+    replay_cfg = cfg.model_copy(update={
+        "app_name": cfg.app_name + "-replay", "route_prefix": cfg.route_prefix + "-replay",
+        "topics": cfg.topics.model_copy(update={"frames": replay_topic, "replay": replay_topic}),
+        "ingress": cfg.ingress.model_copy(update={"group_id": cfg.ingress.group_id + "-replay"})})
     t0 = time.monotonic()
-    with running(cfg) as ingress:
-        with FramePublisher(kafka_settings, cfg.topics.frames) as pub:
+    with running(replay_cfg) as ingress:
+        with FramePublisher(kafka_settings, replay_topic) as pub:
             stats = replay(archive_items(archive), pub, speed=None, run="drill7")
         assert stats.frames == len(w.ids) and stats.invalid == 0 and pub.failed == 0
         replay_ids = [f"{fid}@drill7.0" for fid in w.ids]

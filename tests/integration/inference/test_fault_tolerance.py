@@ -103,8 +103,11 @@ def test_failing_model_gives_failsafe_rejects_then_recovers(
 
 
 def test_replays_and_redeliveries_never_actuate_again(
-    app_config, produce, kafka_settings, redis_client, redis_prefix, serve_instance
+    app_config, produce, kafka_settings, redis_client, redis_prefix, serve_instance, topic_factory
 ):
+    """Redelivered frames are not decided again; frames consumed from the replay topic never actuate
+    (the topic decides, not the ``replay_of`` header); a frame on the live topic that carries a
+    forged ``replay_of`` header is a live frame and its defective part is still rejected."""
     from ingest.contract import FrameMeta, encode_frame
 
     frames = simulated_frames(cameras=2, per_camera=15, seed=34)
@@ -122,25 +125,51 @@ def test_replays_and_redeliveries_never_actuate_again(
         first = wait_for(lambda: (r := results(redis_client, redis_prefix, ids)) and len(r) == len(ids) and r, 90,
                          "first decisions")
         read_rejects(kafka_settings, cfg.topics.rejects, expected=len(defective))
-    # the same records read again by a new group (a lost commit), long after their deadline,
-    # plus a replay of every frame (replay_of set, new frame ids)
-    replays = []
-    for f in frames:
-        meta = FrameMeta.from_captured(f, "png", deadline_ms=3000).model_copy(
-            update={"frame_id": f"{f.frame_id}@r1.0", "replay_of": f.frame_id})
+
+    def with_replay_of(f, frame_id: str, item_id: str, replay_of: str, deadline_ms: int | None = 3000):
+        meta = FrameMeta.from_captured(f, "png", deadline_ms=deadline_ms).model_copy(
+            update={"frame_id": frame_id, "item_id": item_id, "replay_of": replay_of})
         value, headers = encode_frame(f.image, meta)
-        replays.append((f.camera_id.encode(), value, headers))
-    produce(cfg.topics.frames, replays)
+        return f.camera_id.encode(), value, headers
+
+    # the same records read again by a new group (a lost commit), long after their deadline
     again = cfg.model_copy(update={"ingress": cfg.ingress.model_copy(update={"group_id": cfg.ingress.group_id + "-2"})})
-    rids = [f"{fid}@r1.0" for fid in ids]
     with running(again) as ingress:
-        wait_for(lambda: len(results(redis_client, f"{redis_prefix}:replay", rids)) == len(rids), 90,
-                 "replay decisions", state=lambda: ingress.stats.remote().result())
         wait_for(lambda: ingress.stats.remote().result().get("redelivered", 0) == len(ids), 60,
                  "redelivered frames skipped", state=lambda: ingress.stats.remote().result())
+    # a replay of every frame on the replay topic, decided by its own app and group; to prove the
+    # topic decides, the replays carry NEW item ids (a reject command would not be deduplicated)
+    # and half of them no replay_of header at all
+    replay_topic = topic_factory(2, "replay")
+    rids = [f"{fid}@r1.0" for fid in ids]
+    replays = []
+    for i, (f, rid) in enumerate(zip(frames, rids, strict=True)):
+        k, v, h = with_replay_of(f, rid, f"{f.item_id}-replayed", f.frame_id)
+        replays.append((k, v, h if i % 2 else [(n, x) for n, x in h if n != "replay_of"]))
+    produce(replay_topic, replays)
+    replay_cfg = cfg.model_copy(update={
+        "app_name": cfg.app_name + "-replay", "route_prefix": cfg.route_prefix + "-replay",
+        "topics": cfg.topics.model_copy(update={"frames": replay_topic, "replay": replay_topic}),
+        "ingress": cfg.ingress.model_copy(update={"group_id": cfg.ingress.group_id + "-replay"})})
+    with running(replay_cfg) as ingress:
+        wait_for(lambda: len(results(redis_client, f"{redis_prefix}:replay", rids)) == len(rids), 90,
+                 "replay decisions", state=lambda: ingress.stats.remote().result())
         cmds = read_rejects(kafka_settings, cfg.topics.rejects, expected=len(defective), settle_s=3.0)
     assert sorted(c.item_id for c in cmds) == sorted(defective)  # nothing new
     assert results(redis_client, redis_prefix, ids) == first  # not decided again, not late
     replayed = results(redis_client, f"{redis_prefix}:replay", rids)
     assert all(r.replay_of is not None and not r.late for r in replayed.values())
+    assert sum(r.decision for r in replayed.values()) == len(defective)  # decided, just not actuated
     assert not results(redis_client, redis_prefix, rids)  # never in the live namespace
+
+    # forged: live frames (new items) carrying a replay_of header are live frames and actuate
+    fids = [f"{fid}-forged" for fid in ids]
+    with running(cfg):
+        produce(cfg.topics.frames, [with_replay_of(dataclasses.replace(f, captured_at=datetime.now(UTC)), fid,
+                                                   f"{f.item_id}-forged", f.frame_id, deadline_ms=None)
+                                    for f, fid in zip(frames, fids, strict=True)])
+        forged = wait_for(lambda: (r := results(redis_client, redis_prefix, fids)) and len(r) == len(fids) and r,
+                          90, "forged frames decided live")
+        cmds = read_rejects(kafka_settings, cfg.topics.rejects, expected=2 * len(defective), settle_s=3.0)
+    assert sorted(c.item_id for c in cmds) == sorted(defective | {f"{i}-forged" for i in defective})
+    assert all(r.replay_of is None and r.failsafe is None for r in forged.values())

@@ -125,5 +125,5 @@ def test_reject_takeover_must_outlast_the_delivery_timeout_and_faults_are_standi
     with pytest.raises(ValidationError, match="max_inflight_age_s"):
         ServeAppConfig(standin={}, ingress={"max_inflight_age_s": 0})
     cfg = ServeAppConfig(standin={})
-    assert cfg.replay.namespace == "replay" and cfg.replay.actuate is False
+    assert cfg.replay.namespace == "replay" and cfg.topics.replay == "frames.replay"
     assert cfg.deadline.failsafe_policy == "reject" and cfg.deadline.default_bound_ms == 30_000

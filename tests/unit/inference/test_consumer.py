@@ -109,7 +109,7 @@ def test_any_exception_while_decoding_a_record_becomes_its_error(setup, monkeypa
 
     real = ingest.contract.decode_frame
 
-    def explode(value, headers):
+    def explode(value, headers, **kw):
         if value == b"boom":
             raise OverflowError("date value out of range")
         return real(value, headers)

@@ -30,7 +30,7 @@ def config(**over) -> ServeAppConfig:
 
 
 def polled(offset: int = 7, captured_at: datetime | None = None, recipe: str = "vials", deadline_ms=None,
-           replay_of=None, error: BaseException | None = None, headers=None) -> PolledFrame:
+           replay_of=None, error: BaseException | None = None, headers=None, topic: str = "frames") -> PolledFrame:
     img = np.full((8, 8), 100, np.uint8)
     meta = FrameMeta(line_id="L1", camera_id="cam0", frame_id=f"f{offset}", item_id=f"i{offset}",
                      captured_at=captured_at or datetime.now(UTC), encoding="png", width=8, height=8, channels=1,
@@ -38,7 +38,7 @@ def polled(offset: int = 7, captured_at: datetime | None = None, recipe: str = "
     value, hdrs = encode_frame(img, meta)
     # meta as decoded, built directly: the core must hold even for what the contract would refuse
     m, image = (meta, img) if error is None else (None, None)
-    return PolledFrame(ticket=Ticket(("frames", 0), offset, 1), topic="frames", partition=0, offset=offset,
+    return PolledFrame(ticket=Ticket((topic, 0), offset, 1), topic=topic, partition=0, offset=offset,
                        key=b"cam0", value=value, headers=headers if headers is not None else hdrs,
                        received_at=time.time(), decode_s=0.001, meta=m, image=image, error=error)
 
@@ -112,15 +112,48 @@ def test_a_frame_that_already_has_a_result_is_not_decided_again(cfg, rois):
     assert not out.write_result and out.actuate  # its reject is re-offered (the claim dedupes)
 
 
-def test_replayed_frames_go_to_their_namespace_ignore_deadlines_and_do_not_actuate(cfg, rois):
-    f = polled(captured_at=NOW - timedelta(hours=2), deadline_ms=100, replay_of="orig1")
+def test_frames_from_the_replay_topic_go_to_their_namespace_ignore_deadlines_and_never_actuate(cfg, rois):
+    f = polled(captured_at=NOW - timedelta(hours=2), deadline_ms=100, replay_of="orig1", topic="frames.replay")
     p = prepare(f, cfg, rois)
     assert isinstance(p, Prepared) and p.deadline is None  # not turned into a late reject
     assert p.out.prefix == "p:replay" and not p.out.actuate
-    r = decide(p, reply(), datetime.now(UTC), time.time(), cfg).result
-    assert r.replay_of == "orig1" and not r.late and r.decision
-    p2 = prepare(f, config(replay={"actuate": True}), rois)
-    assert p2.out.actuate and p2.out.prefix == "p:replay"
+    o = decide(p, reply(), datetime.now(UTC), time.time(), cfg)
+    assert o.result.replay_of == "orig1" and not o.result.late and o.result.decision and not o.actuate
+    # the switch that let replays actuate is gone: a config asking for it fails at start-up
+    with pytest.raises(ValueError, match="actuate"):
+        config(replay={"actuate": True})
+
+
+def test_the_topic_decides_a_replay_not_the_header(cfg, rois):
+    # no replay_of header, consumed from the replay topic: still a replay, still never actuates
+    p = prepare(polled(topic="frames.replay"), cfg, rois)
+    assert p.out.prefix == "p:replay" and not p.out.actuate and p.deadline is None
+    r = decide(p, reply(0.9, True), datetime.now(UTC), time.time(), cfg).result
+    assert r.replay_of == "f7"  # marked as a replay of itself: its results say where it came from
+    # a renamed replay topic is what the line reads as the replay topic
+    renamed = config(topics={"replay": "L1.replays"})
+    assert not prepare(polled(topic="L1.replays"), renamed, rois).out.actuate
+    assert prepare(polled(topic="frames.replay"), renamed, rois).out.actuate
+
+
+@pytest.mark.parametrize("decision", [True, False])
+def test_a_live_frame_with_a_replay_of_header_is_a_live_frame(cfg, rois, decision):
+    """The header is the writer's word: on the live topic it neither turns actuation off nor
+    moves the result to the replay namespace nor drops the deadline."""
+    f = polled(deadline_ms=60_000, replay_of="forged")
+    p = prepare(f, cfg, rois)
+    assert isinstance(p, Prepared) and p.out.actuate and p.out.prefix == "p"
+    assert p.deadline is not None  # its deadline applies like any live frame's
+    o = decide(p, reply(0.9 if decision else 0.1, decision), datetime.now(UTC), time.time(), cfg)
+    assert o.actuate and o.result.decision is decision and o.result.replay_of is None and o.inspected
+
+
+def test_a_live_frame_with_a_replay_of_header_keeps_its_deadline_and_goes_late(cfg, rois):
+    f = polled(captured_at=NOW - timedelta(hours=2), deadline_ms=100, replay_of="forged")
+    p = prepare(f, cfg, rois)
+    assert isinstance(p, Prepared) and p.out.actuate and wait_budget_s([p], datetime.now(UTC)) <= 0
+    o = decide(p, None, datetime.now(UTC), time.time(), cfg)
+    assert o.actuate and o.result.late and o.result.decision and o.result.failsafe == "late"
 
 
 def test_a_model_verdict_becomes_the_result(cfg, rois):
