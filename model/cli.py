@@ -1,7 +1,7 @@
 """``grdline train`` and ``grdline eval`` (command-line contract of issue 3; keep it stable).
 
     grdline train --data ROOT --category NAME --profile {line,paper} --out DIR
-                  [--epochs N | --steps N] [--image-size N] [--roi PATH] [--seed N] [--device D]
+                  [--epochs N | --steps N] [--image-size N|auto] [--roi PATH] [--seed N] [--device D]
     grdline eval  --model DIR --data ROOT --category NAME --out DIR   # writes DIR/metrics.json
     grdline export --model DIR --format onnx [--out FILE]   # DIR/model.onnx + model.onnx.json
     grdline calibrate --model DIR --good FOLDER [--target-frr X] [--roi PNG] [--defective FOLDER] [--out DIR]
@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int)
     g.add_argument("--steps", type=int)
-    p.add_argument("--image-size", type=int)
+    p.add_argument("--image-size", type=_image_size,
+                   help="model input size in px, or 'auto': from the product's images (model.data.pick_image_size)")
     p.add_argument("--roi", help="category ROI image (default: <data>/<cat>/roi/default.png)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
@@ -80,6 +81,15 @@ def register(subparsers) -> None:
     x.set_defaults(func=_export)
 
 
+def _image_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image-size takes a number of pixels or 'auto', not {text!r}") from None
+
+
 def _set_dotted(overrides: dict, item: str) -> None:
     """Apply one ``a.b.c=value`` (value parsed as YAML) to the nested override dict."""
     import yaml
@@ -106,7 +116,10 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         over: dict = {"train": {"seed": args.seed}}
-        if args.image_size:
+        if args.image_size == "auto":
+            over["image_size"] = data.pick_image_size(data.list_train(args.data, args.category))
+            log.info("input size %d px, picked from the training images", over["image_size"])
+        elif args.image_size:
             over["image_size"] = args.image_size
         if args.channels == "auto":
             over["channels"] = data.detect_channels(data.list_train(args.data, args.category))

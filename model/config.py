@@ -165,6 +165,12 @@ class GRDConfig(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     profile: str = "custom"
     image_size: int = Field(256, ge=8)
+    #: How a frame of any shape maps into the square input (:mod:`model.geometry`): ``letterbox``
+    #: keeps the aspect ratio (padding never scores); ``squash`` resizes each side to image_size.
+    #: The default stays ``squash`` (what every artefact so far was trained with) until letterbox
+    #: is measured over products and seeds: at the same size letterbox gives the shorter side fewer
+    #: pixels, which may cost more than the aspect ratio gains on long, narrow parts.
+    geometry: Literal["letterbox", "squash"] = "squash"
     channels: Literal[1, 3] = 3
     norm: NormKind = "batch"
     leaky_slope: float = 0.2

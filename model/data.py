@@ -19,7 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from model import geometry as geo
 from model.errors import DatasetError
+from model.geometry import Geometry
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -154,6 +156,24 @@ def resize(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
     return out
 
 
+#: Input sizes :func:`pick_image_size` chooses from (the ``line`` profile's CPU budget ends at 256).
+AUTO_SIZES = (128, 256)
+
+
+def pick_image_size(samples: list[Sample], probe: int = 16, keep: float = 0.75) -> int:
+    """The smallest of :data:`AUTO_SIZES` that keeps at least ``keep`` of the frames' longer side
+    (median over the first ``probe`` images), else the largest: a 320×240 tyre gets 256 (scale
+    0.8; 128 would halve a 2-px cut to 0.8 px), a 128-px simulated vial 128. Each doubling costs
+    about 4× in training and serving time."""
+    if not samples:
+        raise DatasetError("no images to pick an input size from")
+    longer = float(np.median([max(read_image(s.path).shape[:2]) for s in samples[:probe]]))
+    for size in AUTO_SIZES:
+        if size >= keep * longer:
+            return size
+    return AUTO_SIZES[-1]
+
+
 def detect_channels(samples: list[Sample], probe: int = 8) -> int:
     """1 if the first ``probe`` images are grayscale (or RGB with equal channels), else 3."""
     for s in samples[:probe]:
@@ -164,55 +184,70 @@ def detect_channels(samples: list[Sample], probe: int = 8) -> int:
     return 1
 
 
-def load_images(samples: list[Sample], size: int, channels: int) -> np.ndarray:
-    """uint8 (N, size, size, channels)."""
-    return np.stack([resize(read_image(s.path, channels), size) for s in samples])
+def _fit(path: Path, size: int, geometry: Geometry) -> geo.Fit:
+    h, w = read_image(path).shape[:2]
+    return geo.fit((h, w), size, geometry)
 
 
-def load_rois(
-    samples: list[Sample], size: int, default_roi: Path | None
-) -> np.ndarray | None:
-    """bool (N, size, size) ROIs (override, else default), or None when neither exists."""
-    if default_roi is None and all(s.roi_path is None for s in samples):
-        return None
-    default = None
-    if default_roi is not None:
-        default = read_binary(default_roi)
+def load_images(samples: list[Sample], size: int, channels: int, geometry: Geometry = "squash") -> np.ndarray:
+    """uint8 (N, size, size, channels), each frame placed by ``geometry`` (:mod:`model.geometry`;
+    training and evaluation pass the model's ``cfg.geometry``)."""
     out = []
     for s in samples:
-        if s.roi_path is not None:
-            shape = read_image(s.path).shape[:2]
-            r = read_binary(s.roi_path, shape)
-        elif default is not None:
-            r = default
-        else:
-            r = np.ones((size, size), bool)
-        out.append(resize(r.astype(np.uint8), size, nearest=True) > 0)
+        im = read_image(s.path, channels)
+        out.append(geo.image_to_model(im, geo.fit(im.shape[:2], size, geometry)))
     return np.stack(out)
 
 
-def load_masks(samples: list[Sample], size: int) -> np.ndarray:
-    """bool (N, size, size) ground truth (all False for good images; see :func:`mask_to_size`);
-    checks sizes match."""
+def load_rois(
+    samples: list[Sample], size: int, default_roi: Path | None, geometry: Geometry = "squash"
+) -> np.ndarray | None:
+    """bool (N, size, size) ROIs (override, else default), or None when neither exists and every
+    frame fills the square (with letterbox padding, the frame itself is the ROI: padding never
+    scores)."""
+    fits = [_fit(s.path, size, geometry) for s in samples]
+    if default_roi is None and all(s.roi_path is None for s in samples) and all(f.identity or (
+            f.inner_h, f.inner_w) == (size, size) for f in fits):
+        return None
+    default = read_binary(default_roi) if default_roi is not None else None
+    out = []
+    for s, f in zip(samples, fits, strict=True):
+        if s.roi_path is not None:
+            r = read_binary(s.roi_path, (f.height, f.width))
+        elif default is not None:
+            r = default
+        else:
+            r = None
+        if r is None:
+            out.append(geo.region_to_model(None, f))
+            continue
+        if abs(r.shape[0] * f.width - r.shape[1] * f.height) > 0.01 * f.height * f.width:
+            raise DatasetError(f"ROI of {s.path} is {r.shape[1]}x{r.shape[0]}, not the shape of its image "
+                               f"{f.width}x{f.height}")
+        out.append(geo.region_to_model(r, geo.fit(r.shape, size, geometry)))  # the ROI's own resolution
+    return np.stack(out)
+
+
+def load_masks(samples: list[Sample], size: int, geometry: Geometry = "squash") -> np.ndarray:
+    """bool (N, size, size) ground truth (all False for good images; area coverage, see
+    :func:`model.geometry.truth_to_model`); checks sizes match."""
     out = []
     for s in samples:
         if s.mask_path is None:
             out.append(np.zeros((size, size), bool))
             continue
         shape = read_image(s.path).shape[:2]
-        out.append(mask_to_size(read_binary(s.mask_path, shape), size))
+        out.append(geo.truth_to_model(read_binary(s.mask_path, shape), geo.fit(shape, size, geometry)))
     return np.stack(out)
 
 
 def mask_to_size(mask: np.ndarray, size: int) -> np.ndarray:
-    """bool (H, W) ground truth → bool (size, size): area interpolation, then any coverage.
+    """bool (H, W) ground truth → bool (size, size), squashed: area interpolation, then any coverage.
 
     Nearest-neighbour resizing samples one source pixel per target pixel, so a crack or hole
     thinner than the scale factor can vanish and its defective image would count as good.
     """
-    if mask.shape == (size, size):
-        return mask.astype(bool)
-    return cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) > 0
+    return geo.truth_to_model(mask, geo.fit(mask.shape, size, "squash"))
 
 
 def load_textures(folder: str | Path, size: int, channels: int, limit: int = 256,

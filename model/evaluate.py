@@ -93,11 +93,11 @@ def evaluate(
     net = net.to(dev)
     samples = data.list_test(root, category)
     S, C = cfg.image_size, cfg.channels
-    images = data.load_images(samples, S, C)
-    gt = data.load_masks(samples, S)
+    images = data.load_images(samples, S, C, cfg.geometry)
+    gt = data.load_masks(samples, S, cfg.geometry)
     types = np.array([s.defect_type for s in samples])
     default_roi = Path(roi_path) if roi_path else data.default_roi_path(root, category)
-    rois = data.load_rois(samples, S, default_roi) if use_roi else None
+    rois = data.load_rois(samples, S, default_roi, cfg.geometry) if use_roi else None
     # the thresholds calibrated in the precision evaluated (model.pipeline keeps one per precision)
     th = meta.calibration.get("thresholds_by_precision", {}).get(precision)
     th = th or meta.thresholds.model_dump()

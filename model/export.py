@@ -77,6 +77,8 @@ class OnnxMeta(BaseModel):
     precision: Literal["fp32"] = "fp32"
     fuse_norm: bool
     image_size: int
+    #: how a frame maps into the square input (model.geometry); sidecars written before it: squash
+    geometry: Literal["letterbox", "squash"] = "squash"
     channels: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
@@ -168,9 +170,11 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None,
     S, C, B = cfg.image_size, cfg.channels, "batch"
     info = OnnxMeta(
         model_version=meta.version, weights_sha256=meta.sha256, onnx_sha256=_sha256_bytes(data),
-        opset=OPSET, fuse_norm=cfg.inference.fuse_norm, image_size=S, channels=C,
+        opset=OPSET, fuse_norm=cfg.inference.fuse_norm, image_size=S, geometry=cfg.geometry, channels=C,
         inputs=[TensorSpec(name=INPUT, shape=[B, C, S, S],
-                           description="image / 255 in [0, 1], NCHW (grey: C=1, colour: RGB)")],
+                           description=f"image / 255 in [0, 1], NCHW (grey: C=1, colour: RGB), placed by "
+                                       f"{cfg.geometry} (letterbox: longer side to {S}, centred, edge-replicated "
+                                       "padding that roi zeroes)")],
         outputs=[TensorSpec(name=OUTPUTS[0], shape=[B, C, S, S], description="reconstruction x̂"),
                  TensorSpec(name=OUTPUTS[1], shape=[B, 1, S, S],
                             description="segmenter logits; anomaly map M̂ = sigmoid(logits)")],

@@ -90,11 +90,11 @@ def train_from_folder(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples = data.list_train(root, category)
-    images = data.load_images(samples, cfg.image_size, cfg.channels)
+    images = data.load_images(samples, cfg.image_size, cfg.channels, cfg.geometry)
     default_roi = Path(roi_path) if roi_path else data.default_roi_path(root, category)
     if roi_path and not Path(roi_path).is_file():
         raise data.DatasetError(f"ROI file {roi_path} does not exist")
-    rois = data.load_rois(samples, cfg.image_size, default_roi)
+    rois = data.load_rois(samples, cfg.image_size, default_roi, cfg.geometry)
     textures = None
     if cfg.anomaly.texture_dir:
         textures = data.load_textures(cfg.anomaly.texture_dir, cfg.image_size, cfg.channels)

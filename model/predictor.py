@@ -23,9 +23,11 @@ import cv2
 import numpy as np
 import torch
 
+from model import geometry as geo
 from model.artefact import ModelMeta, load
 from model.blocks import fuse_norms
 from model.errors import ModelError
+from model.geometry import Geometry
 from model.networks import GRDNet, InferenceNet, image_score
 
 
@@ -103,8 +105,9 @@ def _ort_precision(meta_cfg_inference, device: torch.device, precision: str | No
     return "fp32"
 
 
-def to_model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """uint8 (H, W) | (H, W, 1) | (H, W, 3) → uint8 (size, size, channels) (RGB assumed)."""
+def to_model_input(image: np.ndarray, size: int, channels: int, geometry: Geometry = "squash") -> np.ndarray:
+    """uint8 (H, W) | (H, W, 1) | (H, W, 3) → uint8 (size, size, channels) (RGB assumed), placed
+    by ``geometry`` (:mod:`model.geometry`; the Predictor passes its model's ``cfg.geometry``)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise ModelError(f"images must be uint8 numpy arrays, got {getattr(image, 'dtype', type(image))}")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -119,10 +122,7 @@ def to_model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
         raise ModelError(f"empty image of shape {image.shape}")
     if channels == 1 and not gray:
         image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    if image.shape[0] != size or image.shape[1] != size:
-        shrink = image.shape[0] > size or image.shape[1] > size
-        image = cv2.resize(image, (size, size),
-                           interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    image = geo.image_to_model(np.ascontiguousarray(image), geo.fit(image.shape[:2], size, geometry))
     if image.ndim == 2:
         image = image[:, :, None]
     if channels == 3 and image.shape[2] == 1:
@@ -130,17 +130,18 @@ def to_model_input(image: np.ndarray, size: int, channels: int) -> np.ndarray:
     return image
 
 
-def roi_to_model(roi: np.ndarray | None, shape: tuple[int, int], size: int) -> np.ndarray:
-    """ROI (H, W) bool/uint8 → float32 (size, size) with nearest-neighbour resizing."""
-    if roi is None:
-        return np.ones((size, size), np.float32)
-    r = np.asarray(roi)
-    if r.ndim == 3 and r.shape[2] == 1:
-        r = r[:, :, 0]
-    if r.shape != shape:
-        raise ModelError(f"ROI shape {r.shape} does not match image shape {shape}")
-    r = (r != 0).astype(np.uint8)
-    return cv2.resize(r, (size, size), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+def roi_to_model(roi: np.ndarray | None, shape: tuple[int, int], size: int,
+                 geometry: Geometry = "squash") -> np.ndarray:
+    """ROI (H, W) bool/uint8 of a frame of ``shape``, or None (the whole frame) → float32
+    (size, size), nearest neighbour; 0 in letterbox padding."""
+    r = None
+    if roi is not None:
+        r = np.asarray(roi)
+        if r.ndim == 3 and r.shape[2] == 1:
+            r = r[:, :, 0]
+        if r.shape != shape:
+            raise ModelError(f"ROI shape {r.shape} does not match image shape {shape}")
+    return geo.region_to_model(r, geo.fit(shape, size, geometry)).astype(np.float32)
 
 
 class Predictor:
@@ -188,6 +189,7 @@ class Predictor:
         self.max_batch = max_batch
         self.version: str = meta.version
         self.image_size: int = cfg.image_size
+        self.geometry: Geometry = cfg.geometry
         self.channels: int = cfg.channels
         # thresholds calibrated in this precision where training recorded them (model.pipeline)
         th = meta.calibration.get("thresholds_by_precision", {}).get(self.precision)
@@ -252,11 +254,11 @@ class Predictor:
             raise ModelError(f"got {len(rois)} ROIs for {n} images")
         if n == 0:
             return PredictionBatch(np.zeros(0, np.float32), np.zeros(0, bool), [], [])
-        S, C = self.image_size, self.channels
+        S, C, G = self.image_size, self.channels, self.geometry
         shapes = [tuple(np.asarray(im).shape[:2]) for im in images]
-        xs = np.stack([to_model_input(im, S, C) for im in images])
+        xs = np.stack([to_model_input(im, S, C, G) for im in images])
         roi_list = [None] * n if rois is None else list(rois)
-        rs = np.stack([roi_to_model(r, shapes[i], S) for i, r in enumerate(roi_list)])
+        rs = np.stack([roi_to_model(r, shapes[i], S, G) for i, r in enumerate(roi_list)])
         heats, scores = [], []
         for s in range(0, n, self.max_batch):
             h, sc = self._forward(xs[s:s + self.max_batch], rs[s:s + self.max_batch])
@@ -266,10 +268,7 @@ class Predictor:
         score_all = np.concatenate(scores).astype(np.float32)
         masks, heatmaps = [], []
         for i in range(n):
-            h, w = shapes[i]
-            hm = heat_all[i]
-            if (h, w) != (S, S):
-                hm = cv2.resize(hm, (w, h), interpolation=cv2.INTER_LINEAR)
+            hm = geo.map_to_frame(heat_all[i], geo.fit(shapes[i], S, G))
             hm = np.clip(hm, 0.0, 1.0).astype(np.float32)
             if roi_list[i] is not None:
                 r = np.asarray(roi_list[i])

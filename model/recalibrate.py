@@ -30,6 +30,7 @@ import numpy as np
 from model import artefact, data
 from model.calibration import clopper_pearson
 from model.errors import ModelError
+from model.geometry import Geometry
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +79,24 @@ def _images(folder: Path, channels: int, what: str) -> list[np.ndarray]:
     return [data.read_image(p, channels) for p in paths]
 
 
-def _model_rois(roi_path: Path | None, images: list[np.ndarray], size: int) -> np.ndarray | None:
-    """bool (N, size, size) ROIs at model size (None: no ROI), checked against every image's shape."""
+def _model_rois(roi_path: Path | None, images: list[np.ndarray], size: int, geometry: Geometry) -> np.ndarray | None:
+    """bool (N, size, size) ROIs at model size, False in letterbox padding (None: no ROI and every
+    frame fills the square), checked against every image's shape."""
     from model.predictor import roi_to_model
 
-    if roi_path is None:
-        return None
-    roi = data.read_binary(roi_path)
+    roi = data.read_binary(roi_path) if roi_path is not None else None
     for i, im in enumerate(images):
-        if im.shape[:2] != roi.shape:
+        if roi is not None and im.shape[:2] != roi.shape:
             raise RecalibrationError(
                 f"ROI {roi_path} is {roi.shape[1]}x{roi.shape[0]} but image {i} is {im.shape[1]}x{im.shape[0]}")
-    return np.stack([roi_to_model(roi, im.shape[:2], size) > 0.5 for im in images])
+    out = np.stack([roi_to_model(roi, im.shape[:2], size, geometry) > 0.5 for im in images])
+    return None if roi is None and out.all() else out
 
 
-def _to_model(images: list[np.ndarray], size: int, channels: int) -> np.ndarray:
+def _to_model(images: list[np.ndarray], size: int, channels: int, geometry: Geometry) -> np.ndarray:
     from model.predictor import to_model_input
 
-    return np.stack([to_model_input(im, size, channels) for im in images])
+    return np.stack([to_model_input(im, size, channels, geometry) for im in images])
 
 
 def recalibrate(
@@ -128,11 +129,11 @@ def recalibrate(
             update={"target_false_reject": target_false_reject})})
     size, channels = cfg.image_size, cfg.channels
     raw_good = _images(Path(good), channels, "good")
-    rois = _model_rois(Path(roi) if roi else None, raw_good, size)
+    rois = _model_rois(Path(roi) if roi else None, raw_good, size, cfg.geometry)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     version = f"{meta.version.split('+recal')[0]}+recal{stamp}"
     dev = pick_device(device)
-    thresholds, info = calibrate_for_serving(net.to(dev), cfg, version, _to_model(raw_good, size, channels),
+    thresholds, info = calibrate_for_serving(net.to(dev), cfg, version, _to_model(raw_good, size, channels, cfg.geometry),
                                              rois, dev)
     info["source"] = f"{len(raw_good)} good images from {Path(good).resolve()}"
     info["recalibrated_from"] = meta.version
@@ -144,11 +145,11 @@ def recalibrate(
     n_bad, escape, escape_ci = 0, None, None
     if defective is not None:
         raw_bad = _images(Path(defective), channels, "defective")
-        bad_rois = _model_rois(Path(roi) if roi else None, raw_bad, size)
+        bad_rois = _model_rois(Path(roi) if roi else None, raw_bad, size, cfg.geometry)
         placeholder = meta.model_copy(update={"config": cfg, "thresholds": thresholds, "version": version,
                                               "calibration": info})
         pred = Predictor(net, placeholder, device=dev, precision=info["precision"])
-        scores = np.asarray(pred.predict(list(_to_model(raw_bad, size, channels)),
+        scores = np.asarray(pred.predict(list(_to_model(raw_bad, size, channels, cfg.geometry)),
                                          list(bad_rois) if bad_rois is not None else None).scores)
         n_bad = len(scores)
         missed = int(np.sum(scores < thresholds.image))
