@@ -58,10 +58,12 @@ class Checkpoint:
         sleep: Callable[[float], None] = time.sleep,
         redis_factory: Callable[[], Any] | None = None,
         on_close: Callable[[], None] | None = None,
+        warm: Callable[[], Any] | None = None,
     ):
         self.results, self.rejects, self.dlq = results, rejects, dlq
         self.redis_factory = redis_factory
         self._on_close = on_close
+        self._warm = warm
         self._complete = complete
         self._backoff_max = backoff_max_s
         self._sleep = sleep
@@ -72,6 +74,11 @@ class Checkpoint:
     def setup(self) -> None:
         for s in (self.results, self.rejects, self.dlq):
             s.setup()
+
+    def warm(self) -> None:
+        """Create the Kafka producer now if the broker answers (else at the first send)."""
+        if self._warm is not None:
+            self._warm()
 
     def add(self, o: Outcome) -> None:
         """Buffer one outcome in the sinks it needs."""
@@ -133,10 +140,15 @@ class Checkpoint:
 def open_checkpoint(cfg: ServeAppConfig, complete: Callable[[Any], bool]) -> Checkpoint:
     """The production checkpoint: Redis results, and one producer for rejects and dead letters with
     a bounded ``delivery_timeout_ms`` and ``max_request_size`` = ``DLQ_MAX_MESSAGE_BYTES`` (a dead
-    letter of the largest frame fits). Set up (connections opened) before it is returned."""
+    letter of the largest frame fits). Nothing here reaches a server: redis-py connects on the
+    first command and the producer is a :class:`~inference.lazy_producer.LazyProducer` (created on
+    first use, its bootstrap bounded by the delivery timeout), so the replica starts while Kafka
+    or Redis is down and the flush retries until they answer (:meth:`Checkpoint.warm` creates the
+    producer early, on the sink thread)."""
     import redis
     from kafka import KafkaProducer
 
+    from inference.lazy_producer import LazyProducer
     from inference.sinks import DeadLetterSink, DeliveredLookup, RedisResultSink, RejectSink
     from ingest.topics import DLQ_MAX_MESSAGE_BYTES
 
@@ -146,11 +158,12 @@ def open_checkpoint(cfg: ServeAppConfig, complete: Callable[[Any], bool]) -> Che
         return redis.Redis(**cfg.redis.client_kwargs(), socket_timeout=s.redis_timeout_s,
                            socket_connect_timeout=s.redis_timeout_s)
 
-    producer = KafkaProducer(
+    producer = LazyProducer(lambda: KafkaProducer(
         **cfg.kafka.client_kwargs(), acks="all", linger_ms=1, max_request_size=DLQ_MAX_MESSAGE_BYTES,
         delivery_timeout_ms=s.delivery_timeout_ms, request_timeout_ms=max(500, s.delivery_timeout_ms // 2),
+        bootstrap_timeout_ms=s.delivery_timeout_ms,
         reconnect_backoff_ms=50, reconnect_backoff_max_ms=cfg.ingress.reconnect_backoff_max_ms,
-    )
+    ), name="reject/dead-letter producer")
     delivery_s = s.delivery_timeout_ms / 1000.0
     cp = Checkpoint(
         RedisResultSink(redis_factory, s.result_ttl_s, s.stream_maxlen, s.stream_ttl_s),
@@ -159,7 +172,7 @@ def open_checkpoint(cfg: ServeAppConfig, complete: Callable[[Any], bool]) -> Che
                    delivered=DeliveredLookup(cfg.kafka.client_kwargs(), cfg.topics.rejects)),
         DeadLetterSink(producer, cfg.topics.dlq, send_timeout_s=delivery_s + 5.0),
         complete, backoff_max_s=s.retry_backoff_max_s, redis_factory=redis_factory,
-        on_close=lambda: producer.close(timeout=10),
+        on_close=lambda: producer.close(timeout=10), warm=producer.warm,
     )
     cp.setup()
     return cp

@@ -113,6 +113,12 @@ class ModelDeploymentSettings(_Strict):
     #: ``check_health`` fails (Serve replaces the replica) after this many consecutive batches that
     #: raised or produced a non-finite score.
     unhealthy_after_failures: int = Field(default=5, ge=1)
+    #: ``check_health`` fails when the oldest queued request has waited longer than this (None:
+    #: :meth:`ServeAppConfig.model_queue_age_bound_s`, twice ``deadline.default_bound_ms``).
+    max_queue_age_s: float | None = Field(default=None, gt=0)
+    #: ``check_health`` fails when requests wait and no batch finished for this long — a hung
+    #: predict (None: :meth:`ServeAppConfig.model_stall_bound_s`, twice ``deadline.default_bound_ms``).
+    max_batch_stall_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _runtime_fits(self) -> ModelDeploymentSettings:
@@ -188,6 +194,15 @@ class IngressSettings(_Strict):
     #: A consumer without partitions for this long logs a warning (repeated at this interval) — a
     #: stalled group join, or more ingress replicas than partitions.
     unassigned_warn_s: float = Field(default=30.0, gt=0)
+    #: Health turns red when this replica has held no partition for this long and the frames topic
+    #: has no partitions (misnamed or deleted) or at least ``num_replicas`` of them (a stalled
+    #: join); more than a rebalance may take (``max_poll_interval_ms``). See :mod:`inference.health`.
+    unassigned_unhealthy_s: float = Field(default=120.0, gt=0)
+    #: Kafka clients are created lazily and retried with backoff (a cold start in any order);
+    #: health stays green this long while the consumer cannot reach Kafka, then turns red.
+    connect_grace_s: float = Field(default=120.0, gt=0)
+    #: Backoff ceiling between attempts to create the consumer while Kafka is unreachable.
+    connect_backoff_max_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _rebalance_fits(self) -> IngressSettings:
@@ -195,6 +210,11 @@ class IngressSettings(_Strict):
             raise ValueError(
                 f"max_poll_interval_ms ({self.max_poll_interval_ms}) must exceed revoke_drain_timeout_s "
                 f"({self.revoke_drain_timeout_s}) by at least 5 s: a rebalance blocks the poll loop that long"
+            )
+        if self.unassigned_unhealthy_s * 1000 <= self.max_poll_interval_ms:
+            raise ValueError(
+                f"unassigned_unhealthy_s ({self.unassigned_unhealthy_s}) must exceed max_poll_interval_ms "
+                f"({self.max_poll_interval_ms} ms): a rebalance may leave a replica without partitions that long"
             )
         return self
 
@@ -325,6 +345,30 @@ class ServeAppConfig(_Strict):
         if self.tuning.fault is not None and self.standin is None:
             raise ValueError("tuning.fault is for the stand-in model only")
         return self
+
+    @model_validator(mode="after")
+    def _model_health_bounds(self) -> ServeAppConfig:
+        least = self.deadline.default_bound_ms / 1000.0
+        for name in ("max_queue_age_s", "max_batch_stall_s"):
+            value = getattr(self.model, name)
+            if value is not None and value < least:
+                raise ValueError(
+                    f"model.{name} ({value}) must be at least deadline.default_bound_ms ({least:g} s): a "
+                    "request may wait that long for a busy model, a tighter bound replaces healthy replicas")
+        return self
+
+    def model_queue_age_bound_s(self) -> float:
+        """Model health: the oldest queued request may wait this long. Default: twice the longest
+        a frame may wait for the model before the ingress gives it up (``default_bound_ms``) — a
+        request older than that was given up on, and only a stuck batcher keeps it queued."""
+        v = self.model.max_queue_age_s
+        return v if v is not None else 2 * self.deadline.default_bound_ms / 1000.0
+
+    def model_stall_bound_s(self) -> float:
+        """Model health: requests may wait this long without a batch finishing (default as
+        :meth:`model_queue_age_bound_s`; a full batch takes well under a second on a GPU)."""
+        v = self.model.max_batch_stall_s
+        return v if v is not None else 2 * self.deadline.default_bound_ms / 1000.0
 
     def recipe(self, name: str) -> RecipeSettings:
         return self.recipes.get(name, self.default_recipe)

@@ -154,6 +154,21 @@ class FrameConsumer(threading.Thread):
         self._commit_seq = 0
         self.rebalances = 0
         self._consumer: Any = None
+        # --- what the health check reads (inference.health.ConsumerState) ---
+        #: monotonic time this thread started trying to create its Kafka client (None before)
+        self.connecting_since: float | None = None
+        #: the last error creating the client while Kafka was unreachable (None once connected)
+        self.connect_error: BaseException | None = None
+        self.connect_attempts = 0
+        #: monotonic time since which no partition is held (None while some are)
+        self.unassigned_since: float | None = None
+        #: partitions of the frames topic in the client's cached cluster metadata (0: the topic is
+        #: not in it; None: no metadata read yet), refreshed while no partition is held
+        self.topic_partitions: int | None = None
+
+    def is_connected(self) -> bool:
+        """The client is created and subscribed (or the thread failed: ``error`` says so)."""
+        return self.ready.is_set()
 
     # --- life cycle -----------------------------------------------------------------------------
     def stop(self, timeout_s: float | None = None) -> None:
@@ -162,7 +177,9 @@ class FrameConsumer(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._consumer = self._open()
+            self._consumer = self._connect()
+            if self._consumer is None:
+                return  # stopped before Kafka could be reached
             log.info("subscribed to %s in group %s", self._cfg.topics.frames, self._cfg.ingress.group_id)
             self.last_poll_ok = time.monotonic()
             self.ready.set()
@@ -174,6 +191,31 @@ class FrameConsumer(threading.Thread):
             self.ready.set()
             if self._consumer is not None:
                 self._consumer.close(autocommit=False)
+
+    def _connect(self) -> Any:
+        """:meth:`_open`, retried with backoff (doubling up to ``ingress.connect_backoff_max_s``)
+        while Kafka cannot be reached — a cold start in any order: the replica starts, stays
+        healthy for ``ingress.connect_grace_s`` and consumes as soon as the broker answers. Errors
+        that are not Kafka's or the network's (a bug, a wrong argument) are not retried. None when
+        stopped first."""
+        from kafka.errors import KafkaError
+
+        self.connecting_since = time.monotonic()
+        delay = 0.5
+        while not self._stop_evt.is_set():
+            try:
+                consumer = self._open()
+            except (KafkaError, OSError) as exc:
+                self.connect_error = exc
+                self.connect_attempts += 1
+                log.warning("Kafka not reachable for %.0f s (attempt %d): %r; retrying in %.1f s",
+                            time.monotonic() - self.connecting_since, self.connect_attempts, exc, delay)
+                self._stop_evt.wait(delay)
+                delay = min(delay * 2, self._cfg.ingress.connect_backoff_max_s)
+                continue
+            self.connect_error = None
+            return consumer
+        return None
 
     def _open(self) -> Any:
         from kafka import KafkaConsumer
@@ -192,8 +234,12 @@ class FrameConsumer(threading.Thread):
             reconnect_backoff_ms=50,
             reconnect_backoff_max_ms=c.reconnect_backoff_max_ms,
         )
-        consumer.subscribe([self._cfg.topics.frames], listener=_Listener(self))
-        self._know_partitions(consumer)
+        try:
+            consumer.subscribe([self._cfg.topics.frames], listener=_Listener(self))
+            self._know_partitions(consumer)
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
         return consumer
 
     def _know_partitions(self, consumer: Any) -> None:
@@ -210,6 +256,19 @@ class FrameConsumer(threading.Thread):
             return
         if not known:
             log.warning("topic %s does not exist yet: the group waits for it", topic)
+
+    def _cached_partitions(self) -> int | None:
+        """Partitions of the frames topic in the client's cluster metadata, which kafka-python
+        refreshes in the background for the subscribed topic — read from memory, never a request
+        (``partitions_for_topic`` would block on a request without a time-out when the topic is
+        unknown). 0 when metadata was read and the topic is not in it (misnamed or deleted); None
+        when no metadata was read yet or kafka-python keeps it elsewhere (health then stays
+        green on this count: see :mod:`inference.health`)."""
+        cluster = getattr(self._consumer, "_cluster", None)
+        if cluster is None or not getattr(cluster, "_last_successful_refresh_ms", 0):
+            return None
+        parts = cluster.partitions_for_topic(self._cfg.topics.frames)
+        return len(parts) if parts else 0
 
     # --- main loop ------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -236,11 +295,16 @@ class FrameConsumer(threading.Thread):
         now = time.monotonic()
         if self._tracker.partitions():
             state["unassigned_since"] = now
-        elif now - state["unassigned_since"] >= c.unassigned_warn_s and now >= state["next_warn"]:
+            self.unassigned_since = None
+        else:
+            self.unassigned_since = state["unassigned_since"]
+            self.topic_partitions = self._cached_partitions()
+        if (self.unassigned_since is not None and now - self.unassigned_since >= c.unassigned_warn_s
+                and now >= state["next_warn"]):
             log.warning(
-                "no partitions of %s assigned for %.0f s (group %s): a stalled join, or more "
-                "ingress replicas than partitions", self._cfg.topics.frames, now - state["unassigned_since"],
-                c.group_id,
+                "no partitions of %s assigned for %.0f s (group %s; the topic has %s partition(s) in the "
+                "metadata): a stalled join, a missing topic, or more ingress replicas than partitions",
+                self._cfg.topics.frames, now - self.unassigned_since, c.group_id, self.topic_partitions,
             )
             state["next_warn"] = now + c.unassigned_warn_s
         if now >= state["next_commit"]:

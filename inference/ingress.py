@@ -10,9 +10,14 @@ Per replica (N replicas share one consumer group):
   a result (:func:`~inference.decision.decide`);
 * one sink task hands finished outcomes to the :class:`~inference.checkpoint.Checkpoint` on a worker
   thread (results → rejects and dead letters acked → offsets complete);
-* :meth:`LineIngress.check_health` is red when the consumer thread died or stalled, the sinks have
+* :meth:`LineIngress.check_health` (:func:`inference.health.check_ingress`) is red when Kafka
+  stayed unreachable past the start-up grace, the consumer thread died or stalled, the replica
+  held no partition of an existing (or of a missing) frames topic for a bound, the sinks have
   failed for ``sink.unhealthy_after_s``, or the oldest in-flight frame is older than
   ``ingress.max_inflight_age_s`` — Serve then replaces the replica.
+* ``__init__`` reaches no server: the consumer thread creates its client and retries with backoff,
+  the checkpoint's producer is created on first use (warmed on the sink thread) and redis-py
+  connects on the first command — so the app deploys in any order with Kafka and Redis.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from inference.config import ServeAppConfig
 from inference.consumer import FrameConsumer, PolledFrame
 from inference.decision import Outcome, dead_letter, prefix_for, prepare
 from inference.dispatch import ModelDispatcher
+from inference.health import IngressState, check_ingress
 from inference.logs import configure_replica_logging
 from inference.offsets import OffsetTracker
 from inference.roi import RoiProvider
@@ -60,6 +66,7 @@ class LineIngress:
         self._stopping = False
         self._sink_exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grdline-sinks")
         self._checkpoint = open_checkpoint(cfg, self._tracker.complete)
+        self._sink_exec.submit(self._checkpoint.warm)  # the producer, off __init__; never raises
         self._flusher = self._loop.create_task(self._flush_loop())
         lookup = ResultLookup(self._checkpoint.redis_factory)
         self._consumer = FrameConsumer(
@@ -131,6 +138,8 @@ class LineIngress:
             "rejects_suppressed": rejects.suppressed, "rejects_resent": rejects.resent,
             "rejects_found_delivered": rejects.found_delivered, "rejects_lookup_failures": rejects.lookup_failures,
             "stale_completions": self._tracker.stale_completions, "consumer_ready": c.ready.is_set(),
+            "connect_attempts": c.connect_attempts, "connect_error": repr(c.connect_error) if c.connect_error else None,
+            "topic_partitions": c.topic_partitions,
             "sinks_failing_s": self._checkpoint.failing_for_s(), "at": datetime.now(UTC).isoformat(),
             "threads": M.thread_names(),
         }
@@ -139,24 +148,15 @@ class LineIngress:
         return self.stats()
 
     def check_health(self) -> None:
-        c, cfg = self._consumer, self._cfg
-        if c.error is not None:
-            raise RuntimeError(f"consumer thread failed: {c.error!r}") from c.error
-        if not self._stopping and c.ready.is_set() and not c.is_alive():
-            raise RuntimeError("consumer thread exited")
-        if c.ready.is_set() and time.monotonic() - c.last_loop > cfg.ingress.consumer_stall_s:
-            raise RuntimeError(f"consumer loop stalled for {time.monotonic() - c.last_loop:.0f}s")
-        if c.ready.is_set() and time.monotonic() - c.last_poll_ok > cfg.ingress.consumer_stall_s:
-            raise RuntimeError(f"every poll failed for {time.monotonic() - c.last_poll_ok:.0f}s")
-        if self._flusher.done():
-            exc = self._flusher.exception() if not self._flusher.cancelled() else None
-            raise RuntimeError(f"sink task ended: {exc!r}") from exc
-        failing = self._checkpoint.failing_for_s()
-        if failing > cfg.sink.unhealthy_after_s:
-            raise RuntimeError(f"sinks failing for {failing:.0f}s: {self._checkpoint.last_error!r}")
-        oldest = self._tracker.oldest_age_s()
-        if oldest > cfg.ingress.max_inflight_age_s:
-            raise RuntimeError(f"oldest in-flight frame polled {oldest:.0f}s ago (bound {cfg.ingress.max_inflight_age_s}s)")
+        """Serve's health check: :func:`inference.health.check_ingress` on this replica's state."""
+        f = self._flusher
+        ended = f.done()
+        check_ingress(IngressState(
+            consumer=self._consumer, sinks_failing_s=self._checkpoint.failing_for_s(),
+            sinks_error=self._checkpoint.last_error, sink_task_ended=ended,
+            sink_task_error=f.exception() if ended and not f.cancelled() else None,
+            oldest_inflight_s=self._tracker.oldest_age_s(), stopping=self._stopping,
+        ), self._cfg, time.monotonic())
 
     async def __del__(self) -> None:
         """Graceful shutdown: stop polling, let in-flight frames reach the sinks, commit, close."""

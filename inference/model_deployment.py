@@ -20,8 +20,10 @@
   the failing ones come back as :class:`ModelFailure`; the ingress decides them by the fail-safe
   policy (a reject, marked ``failsafe=model_failure``), never as a pass.
 * A non-finite score (NaN/inf: an fp16 overflow, corrupt weights) is a :class:`ModelFailure`, never
-  a verdict. :meth:`GRDNetModel.check_health` fails after ``unhealthy_after_failures`` consecutive
-  batches that raised or scored non-finite, so Serve replaces the replica.
+  a verdict. :meth:`GRDNetModel.check_health` (:func:`inference.health.check_model`) fails after
+  ``unhealthy_after_failures`` consecutive batches that raised or scored non-finite, when the
+  oldest queued request is older than the queue-age bound, or when requests wait and no batch
+  finished for the stall bound (a hung predict), so Serve replaces the replica.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ray import serve
 
 from inference.config import ModelTuning, ServeAppConfig
 from inference.contracts import mask_regions, mask_to_png
+from inference.health import ModelState, check_model
 from inference.logs import configure_replica_logging
 from inference.messages import ModelFailure, ModelReply, ModelRequest
 from inference.metrics import BATCH_SIZE, MODEL_LATENCY, MODEL_METRICS, Recorders, thread_names
@@ -97,6 +100,9 @@ class GRDNetModel:
         self._bad_batches = 0  # consecutive batches that failed or scored non-finite
         self._full_batch_s: float | None = None  # one full batch's predict, timed at warm-up
         self._last_problem = ""
+        self._running = 0  # frames of the batch on the predict thread now
+        #: monotonic time of the last progress: a batch finished, or work reached an idle replica
+        self._last_progress = time.monotonic()
         self._apply(cfg.tuning)
         log.info("GRDNetModel loaded: version %s on %s", self._predictor.version, self.device)
 
@@ -207,6 +213,8 @@ class GRDNetModel:
             self._wake = asyncio.Event()
             self._runner = loop.create_task(self._run())
         now = time.monotonic()
+        if not self._queue and not self._running:
+            self._last_progress = now  # idle until now: the stall clock starts with this work
         futures = [loop.create_future() for _ in group]
         self._queue.extend((r, f, now) for r, f in zip(group, futures, strict=True))
         self._wake.set()
@@ -240,6 +248,7 @@ class GRDNetModel:
             if not live:
                 continue
             t0 = time.perf_counter()
+            self._running = len(live)
             try:
                 replies = await loop.run_in_executor(self._executor, self._predict_batch, [r for r, _ in live])
             except Exception as exc:  # noqa: BLE001 - a bug, not a bad item: fail these callers, keep serving
@@ -250,6 +259,9 @@ class GRDNetModel:
                     if not f.done():
                         f.set_exception(exc)
                 continue
+            finally:
+                self._running = 0
+                self._last_progress = time.monotonic()
             self._metrics.observe(MODEL_LATENCY, time.perf_counter() - t0)
             self._metrics.observe(BATCH_SIZE, len(live))
             self._batches += 1
@@ -268,9 +280,12 @@ class GRDNetModel:
                     f.set_result(reply)
 
     def check_health(self) -> None:
-        """Serve's health check: fails after repeated failed or non-finite batches."""
-        if self._bad_batches >= self._cfg.model.unhealthy_after_failures:
-            raise RuntimeError(f"{self._bad_batches} consecutive bad batches; last: {self._last_problem}")
+        """Serve's health check: :func:`inference.health.check_model` on this replica's state."""
+        q = self._queue
+        check_model(ModelState(
+            bad_batches=self._bad_batches, last_problem=self._last_problem, queued=len(q),
+            oldest_queued_at=q[0][2] if q else None, running=self._running, last_progress=self._last_progress,
+        ), self._cfg, time.monotonic())
 
     def stats(self) -> dict[str, Any]:
         """Counters of this replica (tests and benchmarks)."""
