@@ -30,8 +30,13 @@ SERVE_REQUESTS = "ray_serve_deployment_request_counter_total"
 #: Replica processing latency in ms (histogram base name).
 SERVE_LATENCY_MS = "ray_serve_deployment_processing_latency_ms"
 
+#: Numeric status of each Serve application (controller; 6 = RUNNING: ``SERVE_APP_RUNNING``).
+SERVE_APP_STATUS = "ray_serve_application_status"
+#: ``ApplicationStatus.RUNNING.to_numeric()`` of Ray Serve (a unit test checks it against Ray).
+SERVE_APP_RUNNING = 6
+
 SERVE_METRICS: tuple[str, ...] = (
-    SERVE_REPLICAS_HEALTHY, SERVE_QUEUED, SERVE_ONGOING, SERVE_PROCESSING, SERVE_REQUESTS,
+    SERVE_APP_STATUS, SERVE_REPLICAS_HEALTHY, SERVE_QUEUED, SERVE_ONGOING, SERVE_PROCESSING, SERVE_REQUESTS,
     SERVE_LATENCY_MS + "_bucket",
 )
 
@@ -41,6 +46,7 @@ KNOWN_SERIES: frozenset[str] = frozenset(
     | set(gm.METRIC_NAMES.values())
     | {v + suffix for v in gm.METRIC_NAMES.values() for suffix in ("_bucket", "_sum", "_count")}
     | set(SERVE_METRICS)
+    | {im.STATION_FIRED_SERIES}
 )
 
 

@@ -306,6 +306,13 @@ class LimitSettings(_Strict):
     metric_label_values: int = Field(default=256, ge=1)
 
 
+class ExpectedCamera(_Strict):
+    """A camera whose frames this app's frames topic must carry while the line runs."""
+
+    line: str = Field(min_length=1)
+    camera: str = Field(min_length=1)
+
+
 class ServeAppConfig(_Strict):
     """Everything the GRD-Line Serve application needs. ``extra="forbid"`` at every level."""
 
@@ -325,6 +332,11 @@ class ServeAppConfig(_Strict):
     sink: RedisSinkSettings = Field(default_factory=RedisSinkSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    #: The (line, camera) pairs the line runs with: each ingress replica exports them
+    #: (``grdline_camera_expected``) and ``GrdlineNoFramesConsumed`` fires for any of them with no
+    #: frame consumed — a camera that stopped, or a misnamed/deleted frames topic (no series at
+    #: all). Empty: that alert cannot watch this app (logged at start-up).
+    expected_cameras: list[ExpectedCamera] = Field(default_factory=list)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
 

@@ -60,6 +60,7 @@ class LineIngress:
         self._rois = RoiProvider(cfg)
         self._labels = M.LabelCap(cfg.limits.metric_label_values)
         self._metrics = M.Recorders(M.INGRESS_METRICS)
+        M.hold_expected_cameras(self._metrics, self._labels, cfg)
         self._stats: Counter[str] = Counter()
         self._outq: asyncio.Queue[Outcome] = asyncio.Queue()
         self._dispatcher = ModelDispatcher(cfg, model, self._loop, self._outq.put_nowait)

@@ -39,6 +39,21 @@ MODEL_LATENCY = "grdline_model_latency_seconds"
 BATCH_SIZE = "grdline_batch_size"
 CONSUMER_LAG = "grdline_consumer_lag"
 INFLIGHT_FRAMES = "grdline_inflight_frames"
+#: 1 per (line, camera) the app's config expects on its frames topic (``expected_cameras``), held
+#: by every ingress replica while it lives: what ``GrdlineNoFramesConsumed`` compares the consumed
+#: frames with, so a camera (or a whole topic) that delivers nothing is seen even with no series.
+CAMERA_EXPECTED = "grdline_camera_expected"
+
+# --- the reject station (issue 17; a process of its own, prometheus_client like ingest) --------
+#: Counter of items the station fired its reject actuator for, labels ``line`` and ``reason``
+#: (:data:`STATION_REASONS`); exported as :data:`STATION_FIRED_SERIES`. The station must record
+#: under this name: ``GrdlineStationNoVerdict`` reads it.
+STATION_FIRED = "grdline_station_fired"
+STATION_FIRED_SERIES = STATION_FIRED + "_total"
+STATION_LABELS = ("line", "reason")
+#: ``reason``: the verdict said reject / no verdict was committed in time (positive release).
+STATION_REJECT, STATION_NO_VERDICT = "reject", "no_verdict"
+STATION_REASONS = (STATION_REJECT, STATION_NO_VERDICT)
 
 #: Values of the ``stage`` label of :data:`STAGE_LATENCY`, in a frame's order: the fields of
 #: :class:`~inference.contracts.Timings` before the decision (those of ``MODEL_STAGES`` only for
@@ -99,6 +114,10 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(BATCH_SIZE, "histogram", "Frames per model batch.", ()),
     MetricSpec(CONSUMER_LAG, "gauge", "Frames behind the partition end.", ("topic", "partition")),
     MetricSpec(INFLIGHT_FRAMES, "gauge", "Frames polled and not yet committed (per ingress replica).", ()),
+    MetricSpec(
+        CAMERA_EXPECTED, "gauge", "1 per (line, camera) the config expects on the frames topic.",
+        ("line", "camera", "topic"),
+    ),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
@@ -165,6 +184,7 @@ class Recorders:
         self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._obs: list[tuple[str, float, tuple[tuple[str, str], ...]]] = []
         self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._held: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._interval = flush_interval_s
         self._thread = threading.Thread(target=self._loop, name="grdline-metrics", daemon=True)
         self._thread.start()
@@ -183,12 +203,18 @@ class Recorders:
         with self._lock:
             self._gauges[(name, tuple(sorted(tags.items())))] = float(value)
 
+    def hold(self, name: str, value: float, **tags: str) -> None:
+        """A gauge value handed to Ray again at every flush, for as long as this process lives
+        (Ray's agent drops a gauge series that its worker stops reporting)."""
+        with self._lock:
+            self._held[(name, tuple(sorted(tags.items())))] = float(value)
+
     def flush(self) -> None:
         """Hand what accumulated to Ray (the flusher thread calls it; tests may too)."""
         with self._lock:
             counts, self._counts = self._counts, {}
             obs, self._obs = self._obs, []
-            gauges, self._gauges = self._gauges, {}
+            gauges, self._gauges = {**self._held, **self._gauges}, {}
         for (name, tags), value in gauges.items():
             self._m[name].set(value, tags=dict(tags) or None)
         for (name, tags), value in counts.items():
@@ -205,9 +231,24 @@ class Recorders:
 INGRESS_METRICS = (
     FRAMES_CONSUMED, FRAMES_INSPECTED, FRAMES_DEFECTIVE, ITEMS_REJECTED, FRAMES_LATE,
     FRAMES_DEAD_LETTERED, FRAMES_FAILSAFE, FRAMES_REDELIVERED, E2E_LATENCY, STAGE_LATENCY,
-    CONSUMER_LAG, INFLIGHT_FRAMES,
+    CONSUMER_LAG, INFLIGHT_FRAMES, CAMERA_EXPECTED,
 )
 MODEL_METRICS = (MODEL_LATENCY, BATCH_SIZE)
+
+
+def hold_expected_cameras(m: Recorders, labels: LabelCap, cfg: object) -> None:
+    """Export :data:`CAMERA_EXPECTED` for every ``cfg.expected_cameras`` pair (a
+    :class:`~inference.config.ServeAppConfig`), reserving their names in ``labels`` first so their
+    consumed counters never become ``other``. No pair configured: nothing to compare, so
+    ``GrdlineNoFramesConsumed`` cannot watch this app, which is logged."""
+    import logging
+
+    if not cfg.expected_cameras:
+        logging.getLogger(__name__).warning(
+            "expected_cameras is empty: GrdlineNoFramesConsumed cannot see topic %s go quiet",
+            cfg.topics.frames)
+    for cam in cfg.expected_cameras:
+        m.hold(CAMERA_EXPECTED, 1, topic=cfg.topics.frames, **labels.tags(cam.line, cam.camera))
 
 
 def account(m: Recorders, labels: LabelCap, stats: dict, report: object, confirmed_at: float) -> None:

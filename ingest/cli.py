@@ -95,8 +95,11 @@ def camera_cmd(args: argparse.Namespace) -> int:
         for i, cam in enumerate(cameras)
     ]
     if args.metrics_port:
-        metrics.serve(args.metrics_port)
-        log.info("metrics on http://127.0.0.1:%d/metrics", args.metrics_port)
+        from ingest.settings import IngestMetricsSettings
+
+        host = str(IngestMetricsSettings().host)
+        metrics.serve(args.metrics_port, host)
+        log.info("metrics on http://%s:%d/metrics", host, args.metrics_port)
     on_frame = None
     truth = None
     if args.truth_out:

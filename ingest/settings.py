@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, IPvAnyAddress, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.topics import FRAMES_RETENTION_MS
@@ -55,6 +55,21 @@ class KafkaSettings(BaseSettings):
             if value is not None:
                 kw[name] = str(value)
         return kw
+
+
+class IngestMetricsSettings(BaseSettings):
+    """Where an ingest process (camera) serves its Prometheus ``/metrics`` (its port: the
+    ``--metrics-port`` option, default :data:`INGEST_METRICS_PORT`). Environment prefix
+    ``GRDLINE_INGEST_METRICS_``.
+
+    ``host`` is loopback by default (the local stack's Prometheus runs beside the camera); compose
+    and Kubernetes set ``GRDLINE_INGEST_METRICS_HOST=0.0.0.0`` so their Prometheus can scrape the
+    camera container — else ``GrdlineCameraPublishFailing`` has nothing to read.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GRDLINE_INGEST_METRICS_", extra="forbid")
+
+    host: IPvAnyAddress = Field(default="127.0.0.1")
 
 
 class ClockSettings(BaseSettings):

@@ -349,16 +349,39 @@ def prometheus_ready() -> bool:
         return False
 
 
+#: Rule files the local Prometheus loads beside the project's (``*.yml``): the alert tests drop
+#: short-window renderings of the rules here and call :func:`reload_prometheus`.
+PROMETHEUS_EXTRA_RULES = STATE / "prometheus" / "rules.d"
+
+
+def _write_prometheus_config() -> Path:
+    """The config and rule files, rendered from the code; returns the config's path."""
+    home = STATE / "prometheus"
+    PROMETHEUS_EXTRA_RULES.mkdir(parents=True, exist_ok=True)
+    rules = home / "grdline-rules.yml"
+    rules.write_text(render_alert_rules())
+    config = home / "prometheus.yml"
+    config.write_text(render_prometheus_config(rule_files=[str(rules), str(PROMETHEUS_EXTRA_RULES / "*.yml")]))
+    return config
+
+
+def reload_prometheus() -> None:
+    """Rewrite the config and rule files from the code and have the running Prometheus load them
+    (``POST /-/reload``, on since it runs with ``--web.enable-lifecycle``)."""
+    _write_prometheus_config()
+    req = urllib.request.Request(f"http://{HOST}:{PROMETHEUS_PORT}/-/reload", method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        if r.status != 200:
+            raise StackError(f"prometheus: reload answered {r.status}")
+
+
 def start_prometheus(timeout: float = 60.0) -> None:
     home = STATE / "prometheus"
 
     def launch() -> None:
         binary = _require("prometheus", "install Debian package 'prometheus'; `make setup` does it")
         home.mkdir(parents=True, exist_ok=True)
-        rules = home / "grdline-rules.yml"
-        rules.write_text(render_alert_rules())
-        config = home / "prometheus.yml"
-        config.write_text(render_prometheus_config(rule_files=[str(rules)]))
+        config = _write_prometheus_config()
         _spawn("prometheus", [
             binary, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
             f"--web.listen-address={HOST}:{PROMETHEUS_PORT}", "--storage.tsdb.retention.time=1d",

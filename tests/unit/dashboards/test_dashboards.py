@@ -31,7 +31,7 @@ from dashboards.provision import (
 PROMQL_WORDS = {
     "sum", "by", "rate", "increase", "histogram_quantile", "clamp_min", "le", "line", "camera",
     "stage", "topic", "partition", "deployment", "application", "label_values", "max", "avg",
-    "or", "vector",
+    "or", "vector", "unless", "on", "group_left", "absent", "reason",
 }
 
 
