@@ -7,6 +7,7 @@
 |---|---|
 | ``k8s/base/ray/rayservice.yaml`` | ``k8s/templates/rayservice.yaml`` + ``serve/grdline.yaml`` embedded verbatim as ``serveConfigV2`` |
 | ``k8s/base/kafka/topics.yaml`` | ``ingest.topics.DEFAULT_TOPICS``; frames partitions from the Serve config's ingress replicas |
+| ``k8s/base/kafka/users.yaml`` | ``ingest.acl.principals()``: one Strimzi KafkaUser (SCRAM-SHA-512 + ACLs) per principal |
 | ``k8s/base/monitoring/prometheusrule.yaml`` | ``dashboards.alerts.alert_rules()`` |
 | ``compose/prometheus/prometheus.yml`` | ``dashboards.prometheus.render_prometheus_config`` with the compose targets |
 | ``compose/prometheus/grdline-rules.yml`` | ``dashboards.alerts.render_alert_rules()`` |
@@ -110,6 +111,26 @@ def render_topics() -> str:
             + yaml.safe_dump_all(docs, sort_keys=False))
 
 
+def render_users() -> str:
+    """One KafkaUser per principal of ``ingest.acl``: SCRAM-SHA-512 credentials (the User Operator
+    generates the password into a Secret of the user's name, key ``password``) and its ACLs."""
+    from ingest.acl import principals
+
+    docs = []
+    for p in principals():
+        spec: dict[str, Any] = {"authentication": {"type": "scram-sha-512"}}
+        if p.grants:
+            spec["authorization"] = {"type": "simple", "acls": [
+                {"resource": {"type": g.resource, "name": g.name, "patternType": "prefix" if g.prefix else "literal"},
+                 "operations": list(g.operations)}
+                for g in p.grants]}
+        docs.append({"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",
+                     "metadata": {"name": p.name, "labels": {"strimzi.io/cluster": "grdline"}},
+                     "spec": spec})
+    note = "# super users (no ACLs needed): listed in kafka.yaml's authorization.superUsers.\n"
+    return _HEADER.format(sources="ingest/acl.py") + note + yaml.safe_dump_all(docs, sort_keys=False)
+
+
 def render_prometheusrule() -> str:
     from dashboards.alerts import alert_rules
 
@@ -147,6 +168,7 @@ def outputs() -> dict[Path, str]:
     return {
         DEPLOY / "k8s" / "base" / "ray" / "rayservice.yaml": render_rayservice(),
         DEPLOY / "k8s" / "base" / "kafka" / "topics.yaml": render_topics(),
+        DEPLOY / "k8s" / "base" / "kafka" / "users.yaml": render_users(),
         DEPLOY / "k8s" / "base" / "monitoring" / "prometheusrule.yaml": render_prometheusrule(),
         DEPLOY / "compose" / "prometheus" / "prometheus.yml": render_compose_prometheus(),
         DEPLOY / "compose" / "prometheus" / "grdline-rules.yml": render_compose_rules(),

@@ -28,7 +28,7 @@ COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
 SPEC = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
 ENV = {**os.environ, "GRAFANA_ADMIN_PASSWORD": "not-a-secret-test-value",
-       "RAY_AUTH_TOKEN": "not-a-secret-test-token"}
+       "RAY_AUTH_TOKEN": "not-a-secret-test-token", "GRDLINE_REDIS_PASSWORD": "not-a-secret-redis-password"}
 
 
 def _docker_compose() -> str:
@@ -51,7 +51,7 @@ def test_docker_compose_config_accepts_the_file():
                                          "camera", "topics"}
 
 
-@pytest.mark.parametrize("secret", ["GRAFANA_ADMIN_PASSWORD", "RAY_AUTH_TOKEN"])
+@pytest.mark.parametrize("secret", ["GRAFANA_ADMIN_PASSWORD", "RAY_AUTH_TOKEN", "GRDLINE_REDIS_PASSWORD"])
 def test_secrets_are_required_from_the_environment(secret):
     env = {k: v for k, v in ENV.items() if k != secret}
     proc = _config("-q", env=env)
@@ -95,4 +95,22 @@ def test_wiring():
     assert any("dashboards/provisioning" in str(v) for v in s["grafana"]["volumes"])
     for name in ("ray-head", "camera", "ray-cpu-worker", "ray-gpu-worker"):
         assert s[name]["environment"]["GRDLINE_KAFKA_BOOTSTRAP_SERVERS"].count("kafka-") == 3
-        assert s[name]["environment"]["RAY_AUTH_MODE"] == "token"
+        # token auth on the Ray nodes; the camera is no Ray client and gets no token
+        assert ("RAY_AUTH_MODE" in s[name]["environment"]) is (name != "camera")
+
+
+def test_secrets_only_where_needed():
+    """The Ray token only in Ray nodes; the Redis password in the Redis server (which reads it as
+    requirepass) and the Ray nodes (whose ingress replicas write results); the camera neither."""
+    services = yaml.safe_load(_config().stdout)["services"]
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        is_ray = name.startswith("ray-")
+        assert ("RAY_AUTH_TOKEN" in env) is is_ray, name
+        assert ("GRDLINE_REDIS_PASSWORD" in env) is (is_ray or name == "redis"), name
+    assert services["ray-head"]["environment"]["RAY_AUTH_MODE"] == "token"
+    redis = services["redis"]
+    script = redis["command"][2]
+    assert "requirepass" in script and "$GRDLINE_REDIS_PASSWORD" in script and "exec redis-server" in script
+    assert "not-a-secret" not in " ".join(redis["command"])  # never on the command line
+    assert redis["environment"]["REDISCLI_AUTH"] == redis["environment"]["GRDLINE_REDIS_PASSWORD"]  # healthcheck

@@ -29,6 +29,7 @@ CRDS = {
     ("kafka.strimzi.io/v1beta2", "Kafka"),
     ("kafka.strimzi.io/v1beta2", "KafkaNodePool"),
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"),
+    ("kafka.strimzi.io/v1beta2", "KafkaUser"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
@@ -166,3 +167,128 @@ def test_only_files_in_kustomizations_exist():
 def test_manifest_templates_are_not_in_the_build():
     assert not (DEPLOY / "k8s" / "base" / "templates").exists()
     assert Path(DEPLOY / "k8s" / "templates" / "rayservice.yaml").exists()
+
+
+# ----------------------------------------------------------------------------- only the line decides
+
+
+def _pods(docs: list[dict]) -> dict[str, dict]:
+    """Every pod template by a readable name: Deployments/StatefulSets and the Ray groups."""
+    out = {}
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            out[d["metadata"]["name"]] = d["spec"]["template"]
+        if d["kind"] == "RayService":
+            cluster = d["spec"]["rayClusterConfig"]
+            out["ray-head"] = cluster["headGroupSpec"]["template"]
+            for g in cluster["workerGroupSpecs"]:
+                out[f"ray-{g['groupName']}"] = g["template"]
+    return out
+
+
+def _env(template: dict) -> dict[str, dict]:
+    return {e["name"]: e for c in template["spec"].get("initContainers", []) + template["spec"]["containers"]
+            for e in c.get("env", [])}
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items() and not selector.get("matchExpressions")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_namespace_has_a_default_deny_policy(built, overlay):
+    docs = built[overlay]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for ns in {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}:
+        deny = [p for p in policies if p["metadata"].get("namespace") == ns and p["spec"]["podSelector"] == {}
+                and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+                and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+        assert deny, f"namespace {ns} has no default-deny NetworkPolicy"
+    # every pod is selected by some allow policy (else default-deny leaves it cut off), and the
+    # allows are the ones the line needs: who may reach Redis, Kafka's client port and Ray
+    pods = _pods(docs)
+    for name, t in pods.items():
+        labels = t["metadata"]["labels"]
+        assert any(_selects(p["spec"]["podSelector"], labels) and p["spec"]["podSelector"]
+                   for p in policies), f"{name}: no NetworkPolicy allows it anything"
+
+    def allowed_from(target: str, port: int) -> set[str]:
+        labels = pods[target]["metadata"]["labels"]
+        who = set()
+        for p in policies:
+            if not p["spec"]["podSelector"] or not _selects(p["spec"]["podSelector"], labels):
+                continue
+            for rule in p["spec"].get("ingress", []):
+                if rule.get("ports") and port not in [x["port"] for x in rule["ports"]]:
+                    continue
+                for peer in rule["from"]:
+                    if "namespaceSelector" in peer:
+                        continue  # other namespaces: operators and Prometheus, checked by name below
+                    who |= {n for n, t in pods.items() if _selects(peer["podSelector"], t["metadata"]["labels"])}
+        return who
+
+    assert allowed_from("redis", 6379) == {n for n in pods if n.startswith("ray-")}
+    assert allowed_from("camera-sim", 18081) == set()  # Prometheus only (another namespace)
+    assert "camera-sim" not in allowed_from("ray-head", 8265)  # the dashboard / job API
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_redis_server_and_clients_read_the_one_secret(built, overlay):
+    docs = built[overlay]
+    conf = _one(docs, "ConfigMap", "redis-config")["data"]["redis.conf"]
+    assert "protected-mode yes" in conf and "protected-mode no" not in conf and "requirepass" not in conf
+    pods = _pods(docs)
+    redis = pods["redis"]["spec"]
+    (init,) = redis["initContainers"]
+    secret = init["env"][0]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "grdline-redis", "key": "password"}  # required: no pod without it
+    assert "requirepass" in " ".join(init["command"]) and "$REDIS_PASSWORD" in " ".join(init["command"])
+    written = " ".join(init["command"]).split("> ")[-1]
+    (server,) = redis["containers"]
+    assert server["args"] == [written]  # the server runs the config the password was written into
+    for name in ("ray-head", *(n for n in pods if n.startswith("ray-") and n != "ray-head")):
+        ref = _env(pods[name])["GRDLINE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "grdline-redis", "key": "password"}, name  # not optional any more
+    assert "GRDLINE_REDIS_PASSWORD" not in _env(pods["camera-sim"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kafka_listener_is_sasl_with_acls_from_ingest_acl(built, overlay):
+    from ingest.acl import ADMIN, CAMERA, INGRESS, principals
+
+    docs = built[overlay]
+    kafka = _one(docs, "Kafka")["spec"]["kafka"]
+    assert kafka["listeners"], "no listener"
+    for listener in kafka["listeners"]:
+        assert listener["authentication"]["type"] == "scram-sha-512", listener["name"]
+    assert kafka["authorization"] == {"type": "simple", "superUsers": [ADMIN]}
+    assert kafka["config"]["allow.everyone.if.no.acl.found"] is False
+    endpoints = _one(docs, "ConfigMap", "grdline-endpoints")["data"]
+    assert endpoints["GRDLINE_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert endpoints["GRDLINE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    users = {d["metadata"]["name"]: d for d in docs if d["kind"] == "KafkaUser"}
+    assert set(users) == {p.name for p in principals()}
+    camera_acls = users[CAMERA]["spec"]["authorization"]["acls"]
+    assert [(a["resource"]["name"], a["operations"]) for a in camera_acls] == [("frames", ["Write", "Describe", "DescribeConfigs"])]
+    # each pod authenticates as its own principal with the User Operator's Secret of that name
+    pods = _pods(docs)
+    for name, principal in [("camera-sim", CAMERA), ("ray-head", INGRESS)] + [
+            (n, INGRESS) for n in pods if n.startswith("ray-") and n != "ray-head"]:
+        env = _env(pods[name])
+        assert env["GRDLINE_KAFKA_SASL_USERNAME"]["value"] == principal, name
+        assert env["GRDLINE_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": principal, "key": "password"}
+        assert pods[name]["metadata"]["labels"]["grdline.io/kafka-client"] == "true"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ray_token_only_in_ray_pods(built, overlay):
+    docs = built[overlay]
+    cluster = _one(docs, "RayService")["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token"}  # KubeRay puts the token in Ray pods only
+    for name, t in _pods(docs).items():
+        text = str(t)
+        if not name.startswith("ray-"):
+            assert "RAY_AUTH" not in text and "ray-auth" not in text.lower(), name
+    for d in docs:  # no token or Ray secret handed out any other way (ConfigMaps, env of other kinds)
+        if d["kind"] in ("ConfigMap",) and d["metadata"]["name"] != "grdline-dashboards":
+            assert "RAY_AUTH" not in str(d), d["metadata"]["name"]
