@@ -33,8 +33,9 @@ bench: stack-up
 bench-quality: setup
 	$(PY) benchmarks/bench_quality.py $(QUALITY_ARGS)
 
-# soak, not a test: the line at 70 % of the bare model's rate for 30 min, RSS of every process
-# (growth < 5 %), every frame decided; SOAK_ARGS e.g. --minutes 3
+# soak, not a test: the line at 70 % of the bare model's rate for 30 min at the production result
+# TTL, RSS of every process and Redis memory per result (growth < 5 %), every frame decided;
+# SOAK_ARGS e.g. --minutes 3 (every benchmark's --short mode runs in `make test`)
 soak: stack-up
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 

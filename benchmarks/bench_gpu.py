@@ -3,9 +3,12 @@
     python benchmarks/bench_gpu.py [--profiles line paper] [--batches 1 2 4 8 16 32 64]
                                    [--precisions fp32 bf16 fp16] [--budget-s 480]
                                    [--out benchmarks/results/bench_gpu.json]
+                                   [--short] [--results-dir DIR]
 
 Without CUDA it prints that no GPU is present, writes a JSON saying so and exits 0 (``make bench``
-runs it everywhere). With CUDA, for each profile (untrained weights with non-trivial BatchNorm
+and ``make test`` run it everywhere). ``--short`` (``make test``): the line profile, batches 1 and
+2, fp32, eager and CUDA graphs, 0.05 s per row, no torch.compile; the JSON goes to ``--out``, else
+``bench_gpu.json`` in ``--results-dir``. With CUDA, for each profile (untrained weights with non-trivial BatchNorm
 statistics, norms folded as in the Predictor) it times the Predictor's device-side path — uint8
 (B, S, S, C) on the GPU → float / 255 → network → sigmoid → ROI → η — host copies excluded:
 
@@ -42,11 +45,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import DEFAULT_RESULTS, add_common_args, apply_short, out_path  # noqa: E402
+
 from model.blocks import fuse_norms  # noqa: E402
 from model.config import make_config  # noqa: E402
 from model.networks import GRDNet, InferenceNet, image_score  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = DEFAULT_RESULTS
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCORE_BUDGET = 0.01  # inference.bf16_max_score_diff: what a low precision may move η
 
@@ -58,12 +63,12 @@ def write(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def no_gpu(out: Path) -> int:
+def no_gpu(out: Path, short: bool = False) -> int:
     why = (f"torch {torch.__version__} built without CUDA" if torch.version.cuda is None
            else "torch.cuda.is_available() is False (no GPU or no driver)")
     print(f"bench_gpu: no GPU present ({why}); nothing measured")
     write(out, {"benchmark": "bench_gpu", "gpu": False, "reason": why,
-                "torch": torch.__version__, "host": platform.node()})
+                "torch": torch.__version__, "host": platform.node(), "short": short})
     print(f"wrote {out}")
     return 0
 
@@ -226,7 +231,7 @@ class Bench:
         self.args, self.device = args, device
         self.t0 = time.perf_counter()
         self.result: dict = {
-            "benchmark": "bench_gpu", "gpu": True, "device": torch.cuda.get_device_name(device),
+            "benchmark": "bench_gpu", "gpu": True, "short": args.short, "device": torch.cuda.get_device_name(device),
             "capability": list(torch.cuda.get_device_capability(device)),
             "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version(), "tf32": tf32_settings(),
@@ -449,11 +454,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="no new torch.compile after this many seconds")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="torch.backends.cudnn.benchmark = True (the Predictor leaves it off)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "bench_gpu.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON file (default: bench_gpu.json in the results folder)")
+    add_common_args(ap, "line, batches 1 2, fp32, eager + CUDA graphs, 0.05 s per row")
     args = ap.parse_args(argv)
+    apply_short(ap, args, profiles=["line"], batches=[1, 2], precisions=["fp32"],
+                modes=["eager", "cudagraph"], seconds=0.05, repeats=1, budget_s=0.0)
+    args.out = out_path(args, "bench_gpu.json")
     args.batches = sorted(set(args.batches))
     if not torch.cuda.is_available():
-        return no_gpu(args.out)
+        return no_gpu(args.out, args.short)
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     bench = Bench(args, device)

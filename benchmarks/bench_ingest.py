@@ -15,16 +15,17 @@ jar, with the mean payload size of the frames. Ratios (ours / Java) are what to 
 machines; absolute rates drift on a shared host. Java's records carry no headers; ours carry the
 ~250 B of frame headers, counted in neither MB/s figure (MB/s = value bytes only).
 
-    python benchmarks/bench_ingest.py [--frames 5000] [--partitions 4]
+    python benchmarks/bench_ingest.py [--frames 5000] [--partitions 4] [--encodings jpeg raw]
+                                      [--short] [--results-dir DIR]
 
 Needs the local stack (``grdline stack up``; started here, and stopped again, if it is not up).
-Prints a table and writes ``benchmarks/results/bench_ingest.json``.
+Prints a table and writes ``benchmarks/results/bench_ingest.json`` (``--out``, ``--results-dir``).
+``--short`` (``make test``): 200 JPEG frames on 2 partitions, both Java tools included.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import subprocess
@@ -35,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from _common import add_common_args, apply_short, write_json
 
 from inference.stack_cli import load_stack
 from ingest.camera import run_cameras
@@ -45,7 +47,6 @@ from ingest.settings import KafkaSettings
 from ingest.source import CapturedFrame
 from ingest.topics import MAX_MESSAGE_BYTES
 
-RESULTS = Path(__file__).parent / "results" / "bench_ingest.json"
 SIZE = 256
 POOL = 32  # distinct images cycled through (rendering is not what is measured)
 
@@ -194,7 +195,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=5000)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--encodings", nargs="+", default=[Encoding.JPEG.value, Encoding.RAW.value],
+                    choices=[Encoding.JPEG.value, Encoding.RAW.value])
+    ap.add_argument("--out", type=Path, default=None, help="JSON file (default: bench_ingest.json "
+                    "in the results folder)")
+    add_common_args(ap, "200 JPEG frames, 2 partitions")
     args = ap.parse_args()
+    apply_short(ap, args, frames=200, partitions=2, encodings=[Encoding.JPEG.value])
 
     stack = load_stack()
     started = stack.up(["kafka"])
@@ -212,7 +219,7 @@ def main() -> int:
         "kafka": stack.kafka_version(), "frames": args.frames, "partitions": args.partitions, "cases": {},
     }
     try:
-        for encoding in (Encoding.JPEG.value, Encoding.RAW.value):
+        for encoding in args.encodings:
             names = [f"bench-{encoding}-{k}-{tag}" for k in ("cam", "pub", "java")]
             admin.create_topics([NewTopic(t, args.partitions, 1, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)})
                                  for t in names])
@@ -239,9 +246,7 @@ def main() -> int:
         for r in case["rows"]:
             print(f"{enc:<6} {case['payload_bytes']:>8} {r['what']:<34} {r['frames_per_s']:>10.1f} "
                   f"{r['mb_per_s']:>8.2f} {r['ratio_to_java']:>7.3f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten {RESULTS}")
+    print(f"\nwritten {write_json(args, 'bench_ingest.json', results)}")
     return 0
 
 

@@ -8,8 +8,10 @@ image AUROC of bf16 vs fp32 on a small synthetic set with a briefly trained mode
 
     python benchmarks/bench_model.py [--profiles line paper] [--threads 2] [--accuracy]
                                      [--out benchmarks/results/bench_model.json]
+                                     [--short] [--results-dir DIR]
 
-Prints a table and writes JSON. Absolute times on a shared machine drift by ±30 %; compare the
+Prints a table and writes JSON (``--out``, else ``bench_model.json`` in ``--results-dir``).
+``--short`` (``make test``): the line profile at 64 px, batches 1 and 2, one short repeat. Absolute times on a shared machine drift by ±30 %; compare the
 ratios (share of the conv rate) measured in one run.
 """
 
@@ -29,6 +31,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import add_common_args, apply_short, write_json  # noqa: E402
 
 from model.blocks import fuse_norms  # noqa: E402
 from model.config import make_config  # noqa: E402
@@ -188,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--accuracy", action="store_true", help="bf16 vs fp32 AUROC (trains ~40 s)")
     ap.add_argument("--accuracy-steps", type=int, default=120)
-    ap.add_argument("--out", default="benchmarks/results/bench_model.json")
+    ap.add_argument("--image-size", type=int, default=None, help="image size (default: the profile's)")
+    ap.add_argument("--out", default=None, help="JSON file (default: bench_model.json in the results folder)")
+    add_common_args(ap, "line at 64 px, batches 1 and 2, one 0.05 s repeat")
     args = ap.parse_args(argv)
+    apply_short(ap, args, profiles=["line"], batches=[1, 2], image_size=64, min_time=0.05, repeats=1)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -212,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = max(rates.values())
         for prof in args.profiles:
             rows = bench_profile(prof, args.batches or default_b[prof], device, p,
-                                 args.min_time, args.repeats, None)
+                                 args.min_time, args.repeats, args.image_size)
             for r in rows:
                 r["share_of_conv_rate"] = r["gflop_per_s"] / peak
             result["rows"].extend(rows)
@@ -237,10 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             result.setdefault("best", {})[f"{prof}/{best['precision']}"] = best
     if "accuracy" in result:
         print("accuracy:", json.dumps(result["accuracy"]))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args, 'bench_model.json', result)}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pipeline.py [--model DIR] [--size 128] [--batch 16] [--threads 2]
                                         [--loads 0.3 0.7 1.0] [--seconds 20] [--label NAME]
+                                        [--short] [--results-dir DIR]
 
 Needs the local stack (``grdline stack up``; ``make bench`` brings it up). Starts its own local Ray
 (metrics on a free port, scraped directly). One run measures:
@@ -24,8 +25,12 @@ Goals (issue 11): p99 capture→decision ≤ 2 × one full batch's model time + 
 CPU per frame ≤ 10 % of the model's; saturation rate ≥ 0.9 × bare. A missed goal names the stage
 with the largest p99 (latency) or the process with the most CPU (cost).
 
-Prints the tables and writes ``benchmarks/results/pipeline-<label>-<time>.json``. On a GPU machine
-``--device auto`` gives the model replica the GPU (CPU-time goals then compare host CPU only).
+Prints the tables and writes ``benchmarks/results/pipeline-<label>-<time>.json`` (``--results-dir``).
+On a GPU machine ``--device auto`` gives the model replica the GPU (CPU-time goals then compare host
+CPU only). ``--short`` (``make test``): 64 px, batch 4, the 70 % load for 2 s and a 12-frame backlog.
+
+The helpers soak.py and bench_scaling.py build on live here: :class:`Frames`, :class:`Stack`,
+:func:`bare_model`, :func:`start_ray`, :func:`app_config`, :func:`wait_ready`.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the serving replicas run (inference.config)
 
 import numpy as np  # noqa: E402
+from _common import add_common_args, apply_short, results_dir, write_json  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 STAGE_ORDER = ("produce", "kafka", "poll", "decode", "group", "wait", "model", "post", "reply")
 QUANTILES = (50, 95, 99)
 
@@ -286,10 +291,9 @@ def start_profiles(roles: dict[int, str], args, phase: str) -> list[tuple[str, P
     import sys
 
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out = []
     for pid, role in roles.items():
-        stem = RESULTS / f"pipeline-{args.label}-{role.split()[0]}"
+        stem = results_dir(args) / f"pipeline-{args.label}-{role.split()[0]}"
         svg, raw = stem.with_suffix(".svg"), stem.with_suffix(".folded")
         secs = str(int(args.seconds))
         # the ingress' work is Python: samples holding the GIL approximate its CPU time
@@ -374,6 +378,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_ray(num_cpus: int = 8) -> int:
+    """A local Ray of this program's own, with Serve (no HTTP proxy); returns its metrics port.
+
+    ``address="local"`` starts a new instance even where one runs already (a test session's, found
+    through ``RAY_ADDRESS`` or Ray's temp folder), and the metrics go to a free port, never
+    ``RAY_METRICS_PORT`` (18080), which the test session's Ray exports on and Prometheus scrapes:
+    a benchmark started from a test leaves that session's Ray alone."""
+    import ray
+    from ray import serve
+
+    port = free_port()
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False,
+             log_to_driver=False, _metrics_export_port=port)
+    serve.start(proxy_location="Disabled")
+    return port
+
+
+def app_config(stack: Stack, override: dict[str, Any] | None = None, **fields: Any) -> Any:
+    """A ``ServeAppConfig`` on ``stack``'s topics and Redis prefix with a fresh app name, route and
+    consumer group; ``fields`` set top-level fields, then ``override`` is merged section by section
+    (``--override``)."""
+    from inference.config import ServeAppConfig
+
+    uid = uuid.uuid4().hex[:6]
+    data: dict[str, Any] = {
+        "app_name": f"bench-{uid}", "route_prefix": f"/bench-{uid}", "topics": stack.topics,
+        "redis": {"key_prefix": stack.prefix}, **fields,
+    }
+    data["ingress"] = {"group_id": f"bench-{uid}", **data.get("ingress", {})}
+    for key, value in (override or {}).items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    return ServeAppConfig(**data)
+
+
+def wait_ready(handle: Any, timeout_s: float = 180.0) -> None:
+    """Until the app's ingress holds partitions (it consumes)."""
+    deadline = time.monotonic() + timeout_s
+    while not handle.stats.remote().result()["partitions"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the ingress got no partitions in {timeout_s:.0f} s")
+        time.sleep(0.25)
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=float)
     return {f"p{q}": float(np.percentile(a, q)) for q in QUANTILES}
@@ -409,7 +456,10 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true",
                     help="py-spy the ingress and model replicas during the 70%% phase: flame graphs "
                          "(SVG) beside the JSON and the top functions in the table")
+    add_common_args(ap, "64 px, batch 4, 1 thread, 70%% for 2 s, a 12-frame backlog")
     args = ap.parse_args()
+    apply_short(ap, args, size=64, batch=4, threads=1, loads=[0.7], seconds=2.0, bare_s=0.2,
+                saturation=12, partitions=1)
     if args.markdown:
         print(markdown([json.loads(p.read_text()) for p in args.markdown]))
         return 0
@@ -418,7 +468,6 @@ def main() -> int:
     from ray import serve
 
     from inference.app import run
-    from inference.config import ServeAppConfig
     from inference.model_deployment import resolve_device
 
     device = resolve_device(args.device)
@@ -433,30 +482,17 @@ def main() -> int:
     bare_before = bare_model(model_dir, frames, batches, args.bare_s, args.threads, device)
     load_start = os.getloadavg()[0]
 
-    port = free_port()
-    ray.init(num_cpus=8, include_dashboard=False, configure_logging=False, log_to_driver=False,
-             _metrics_export_port=port)
-    serve.start(proxy_location="Disabled")
+    port = start_ray()
     stack = Stack(args.partitions)
     uid = uuid.uuid4().hex[:6]
-    data: dict[str, Any] = {
-        "app_name": f"bench-{uid}", "route_prefix": f"/bench-{uid}", "topics": stack.topics,
-        "redis": {"key_prefix": stack.prefix}, "model_dir": model_dir,
-        "model": {"torch_threads": args.replica_threads or args.threads, "device": args.device},
-        "tuning": {"max_batch_size": args.batch}, "ingress": {"group_id": f"bench-{uid}"},
-    }
-    for key, value in args.override.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
-    cfg = ServeAppConfig(**data)
+    cfg = app_config(stack, args.override, model_dir=model_dir,
+                     model={"torch_threads": args.replica_threads or args.threads, "device": args.device},
+                     tuning={"max_batch_size": args.batch})
     phases: list[dict[str, Any]] = []
     try:
         handle = run(cfg)
         model_handle = serve.get_deployment_handle("GRDNetModel", cfg.app_name)
-        deadline = time.monotonic() + 180
-        while not handle.stats.remote().result()["partitions"]:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the ingress never got partitions")
-            time.sleep(0.25)
+        wait_ready(handle)
         roles = {handle.stats.remote().result()["pid"]: "ingress replica",
                  model_handle.stats.remote().result()["pid"]: "model replica"}
         pids = {**ray_processes(roles), **server_pids()}
@@ -522,10 +558,7 @@ def main() -> int:
     bare_full = max(bare_full, bare_after[0]["fps"])
     full = next(r for r in bare_before if r["batch"] == args.batch)
     out = report(args, device, bare_before, bare_after, bare_full, full, phases, load_start)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"pipeline-{args.label}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"→ {path}")
+    print(f"→ {write_json(args, f'pipeline-{args.label}-{{time}}.json', out)}")
     return 0
 
 

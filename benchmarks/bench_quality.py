@@ -14,12 +14,16 @@ The datasets are read in place (the split is a folder of symbolic links in a tem
 nothing is copied into the repository, and evaluation pictures stay under ``var/``.
 
     python benchmarks/bench_quality.py [--steps 2000] [--split test] [--datasets tire,vials]
+                                       [--short] [--results-dir DIR]
+
+``--short`` (``make test``): 3 training steps at 64 px on a tiny simulated vials set (24 training,
+24 test images), generated, trained and evaluated in a temporary folder: never the shared datasets,
+never ``var/``. The JSON goes to ``--results-dir`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -32,6 +36,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _common import add_common_args, apply_short, write_json  # noqa: E402
 
 from model import data  # noqa: E402
 from model.config import make_config  # noqa: E402
@@ -69,14 +75,15 @@ def split_folder(src_root: Path, category: str, split: str, dst_root: Path, seed
     return dst_root
 
 
-def vials(root: Path, seed: int) -> Path:
+def vials(root: Path, seed: int, n_train: int = 300, n_test: int = 160, size: int = 128) -> Path:
     """The simulator's vials at 128 px (the recipe of docs/evaluations/vials-line). The default
     seed 1 draws a dataset no setting was ever tuned on (the vials preset was developed on seed 0)."""
     from ingest.simulator import generate_dataset
 
-    root = root / f"seed{seed}"
+    tag = "" if (n_train, n_test, size) == (300, 160, 128) else f"-{n_train}-{n_test}-{size}px"
+    root = root / f"seed{seed}{tag}"
     if not (root / "vials" / "manifest.json").is_file():
-        generate_dataset(root, category="vials", n_train=300, n_test=160, seed=seed, size=128)
+        generate_dataset(root, category="vials", n_train=n_train, n_test=n_test, seed=seed, size=size)
     return root
 
 
@@ -86,7 +93,7 @@ def run_one(name: str, src_root: Path, args, work: Path) -> dict:
     channels = data.detect_channels(samples)
     cfg = make_config(args.profile, channels=channels, train={"seed": args.seed},
                       **({"image_size": args.image_size} if args.image_size else {}))
-    out = REPO / "var" / "bench-quality" / f"{name}-{args.profile}-{args.split}"
+    out = args.work_dir / f"{name}-{args.profile}-{args.split}"
     t0, c0 = time.perf_counter(), time.process_time()
     model_dir, report = train_from_folder(cfg, root, name, out / "model", steps=args.steps,
                                           device=args.device, progress=not args.no_progress,
@@ -130,7 +137,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="continue each product's training from its last checkpoint under var/")
     ap.add_argument("--docs", action="store_true",
                     help="also write docs/evaluations/quality/README.md (the committed table)")
+    ap.add_argument("--work-dir", type=Path, default=REPO / "var" / "bench-quality",
+                    help="generated data, models and evaluation pictures")
+    ap.add_argument("--vials-n", type=int, nargs=2, default=[300, 160], metavar=("TRAIN", "TEST"),
+                    help="images of the simulated vials set")
+    ap.add_argument("--vials-size", type=int, default=128)
+    add_common_args(ap, "3 steps at 64 px on 24 + 24 simulated vials in a temporary folder")
     args = ap.parse_args(argv)
+    apply_short(ap, args, steps=3, datasets="vials", image_size=64, vials_n=[24, 24], vials_size=64,
+                no_progress=True)
+    if args.short and args.docs:
+        ap.error("--short numbers mean nothing: not with --docs")
     import torch
 
     if args.threads:
@@ -138,9 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="grdline-quality-") as tmp:
         work = Path(tmp)
+        if args.short and args.work_dir == ap.get_default("work_dir"):
+            args.work_dir = work / "work"
         for name in args.datasets.split(","):
             if name == "vials":
-                src = vials(REPO / "var" / "bench-quality" / "data", args.vials_seed)
+                src = vials(args.work_dir / "data", args.vials_seed, *args.vials_n, size=args.vials_size)
             elif (SHARED / name).is_dir():
                 src = SHARED
             else:
@@ -149,15 +168,17 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append(run_one(name, src, args, work))
             print(table(rows[-1:]), flush=True)
+        if args.short:
+            for r in rows:
+                r["eval_dir"] = "(temporary, removed)"
     text = table(rows)
     print("\n" + text)
     info = {"argv": sys.argv[1:], "steps": args.steps, "split": args.split,
             "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
             "isa": torch.backends.cpu.get_cpu_capability(),
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "rows": rows}
-    res = REPO / "benchmarks" / "results"
-    res.mkdir(parents=True, exist_ok=True)
-    (res / f"bench_quality_{args.profile}_{args.split}.json").write_text(json.dumps(info, indent=2))
+    path = write_json(args, f"bench_quality_{args.profile}_{args.split}.json", info)
+    print(f"wrote {path}")
     if args.docs:
         d = REPO / "docs" / "evaluations" / "quality"
         d.mkdir(parents=True, exist_ok=True)

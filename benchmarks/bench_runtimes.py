@@ -4,6 +4,7 @@ which one the Predictor should default to on each kind of device.
     python benchmarks/bench_runtimes.py [--model DIR] [--batches 1 8 16 32] [--threads N]
                                         [--seconds 0.4] [--repeats 5] [--no-torchscript]
                                         [--no-avx2] [--out benchmarks/results/bench_runtimes.json]
+                                        [--short] [--results-dir DIR]
 
 Each variant is a :class:`~model.predictor.Predictor` of the same weights (default: an untrained
 ``line`` model, 128 px RGB, with non-trivial BatchNorm statistics; ``--model`` for a trained
@@ -37,6 +38,9 @@ the default, torch's OpenMP threads spin at barriers and lose to their neighbour
 image at 2 threads on 2 busy cores). The benchmark sets ``PASSIVE``, as the serving replicas run
 (``model.env_vars``), unless the environment sets it; ONNX Runtime runs with spinning off either
 way. The JSON records the policy and the load average.
+
+``--short`` (``make test``): a 64 px model, batches 1 and 2, one 0.05 s repeat, no TorchScript,
+no AVX2 subprocess; the JSON goes to ``--out``, else ``bench_runtimes.json`` in ``--results-dir``.
 """
 
 from __future__ import annotations
@@ -61,11 +65,13 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import DEFAULT_RESULTS, add_common_args, apply_short, write_json  # noqa: E402
+
 from inference.config import ModelTuning  # noqa: E402
 from model.artefact import load, save_untrained  # noqa: E402
 from model.predictor import Predictor, cpu_has_native_bf16  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = DEFAULT_RESULTS
 FP32_TOL = 1e-4  # parity limit of an fp32 runtime against eager fp32 (tests/unit/model)
 FP32, TS = "torch fp32", "torchscript fp32"
 CPU_BF16, CPU_NO_BF16 = "cpu_native_bf16", "cpu_no_native_bf16"
@@ -75,15 +81,15 @@ SERVING_BATCH = ModelTuning().max_batch_size  # the CUDA pick: full batches unde
 WIN_MARGIN = 1.10  # a variant replaces the default only when this much faster (noise ±5-10 %)
 
 
-def make_model(tmp: Path) -> Path:
+def make_model(tmp: Path, size: int = 128) -> Path:
     """An untrained ``line`` artefact with non-trivial BatchNorm statistics and heat maps spread
     around 0.5 (zero output bias), where rounding moves η most."""
-    d = save_untrained(tmp / "m", profile="line", image_size=128, channels=3, seed=0)
+    d = save_untrained(tmp / "m", profile="line", image_size=size, channels=3, seed=0)
     net, meta = load(d)
     net.train()
     with torch.no_grad():
         g = torch.Generator().manual_seed(0)
-        x = torch.rand(8, 3, 128, 128, generator=g)
+        x = torch.rand(8, 3, size, size, generator=g)
         net.segmenter(x, net.generator.reconstruct(x))
         # logits around 0 instead of the "all normal" prior, so precision changes show in η
         net.segmenter.out.bias.zero_()
@@ -355,8 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-avx2", action="store_true", help="skip the CPU-without-bf16 run")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--gpu-json", type=Path, default=RESULTS / "bench_gpu.json")
-    ap.add_argument("--out", type=Path, default=RESULTS / "bench_runtimes.json")
+    ap.add_argument("--image-size", type=int, default=128, help="of the default untrained model")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON file (default: bench_runtimes.json in the results folder)")
+    add_common_args(ap, "64 px, batches 1 2, one 0.05 s repeat, no TorchScript, no AVX2 run")
     args = ap.parse_args(argv)
+    apply_short(ap, args, image_size=64, batches=[1, 2], seconds=0.05, repeats=1, child_repeats=1,
+                no_torchscript=True, no_avx2=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
@@ -367,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     native = cpu_has_native_bf16()
     kinds: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="grd_rt_") as tmp:
-        model_dir = args.model or make_model(Path(tmp))
+        model_dir = args.model or make_model(Path(tmp), args.image_size)
         if args.model is None:  # the export a deployment would ship (grdline export)
             from model.export import export_onnx
 
@@ -420,9 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         if "rows" in k:
             print_kind(name, k)
     print_recommendation(rec)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out} ({result['seconds']:.0f} s)")
+    print(f"wrote {write_json(args, 'bench_runtimes.json', result)} ({result['seconds']:.0f} s)")
     return 0
 
 

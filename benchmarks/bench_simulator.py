@@ -7,15 +7,16 @@ baseline measured in the same run: the cost of the minimum any synthetic camera 
 Ratios to the baseline are what to compare across machines; absolute rates drift on a shared host.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_simulator.py [--seconds 1.0] [--sizes 128 256 512]
+                                                           [--short] [--results-dir DIR]
 
-Prints a table and writes ``benchmarks/results/bench_simulator.json``. The target of issue 4 is
+Prints a table and writes ``benchmarks/results/bench_simulator.json`` (``--out``, ``--results-dir``);
+``--short`` (``make test``): 64 px grayscale, 0.1 s per measurement. The target of issue 4 is
 >= 200 frames/s for 256x256 (grayscale camera stream) on one core.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -23,11 +24,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _common import add_common_args, apply_short, write_json
 
 from ingest.simulator import DEFECT_TYPES, SimulatedCamera
 from ingest.simulator.render import get_renderer
-
-RESULTS = Path(__file__).parent / "results" / "bench_simulator.json"
 
 
 def _rate(fn, seconds: float) -> float:
@@ -96,8 +96,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--channels", type=int, nargs="+", default=[1, 3])
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None, help="JSON file (default: bench_simulator.json "
+                    "in the results folder)")
+    add_common_args(ap, "64 px grayscale, 0.1 s per measurement")
     args = ap.parse_args()
+    apply_short(ap, args, seconds=0.1, sizes=[64], channels=[1])
     cv2.setNumThreads(1)
     rows = [_measure(size, ch, args.seconds) for size in args.sizes for ch in args.channels]
     head = (
@@ -113,7 +116,6 @@ def main() -> int:
             f"{x['camera_10pct_fps']:>8.0f} {x['camera_vs_baseline']:>9.3f} "
             f"{x['defect_vs_good']:>9.3f}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -122,8 +124,7 @@ def main() -> int:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "seconds": args.seconds,
     }
-    args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_json(args, 'bench_simulator.json', {'meta': meta, 'results': rows})}")
     return 0
 
 
