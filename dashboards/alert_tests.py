@@ -134,8 +134,27 @@ def dead_letters_per_camera() -> list[dict]:
 
 
 #: alert name → its cases.
+def redis_memory_high() -> list[dict]:
+    """Full: used at 95 % of maxmemory; healthy: at 80 % (the sizing's steady state); unbounded:
+    no maxmemory set (0) fires too."""
+    alert = "GrdlineRedisMemoryHigh"
+    used, bound = im.prometheus_name(im.REDIS_USED_MEMORY), im.prometheus_name(im.REDIS_MAXMEMORY)
+    mb = 1024 * 1024
+
+    def case(name: str, used_b: float, max_b: float, fires: bool) -> dict:
+        # two replicas report the same Redis
+        series = [_series(used, _flat(used_b), replica=r) for r in ("a", "b")]
+        series += [_series(bound, _flat(max_b), replica=r) for r in ("a", "b")]
+        return _case(name, series, alert, [_expect(alert)] if fires else [])
+
+    return [case("redis memory 95 %", 95 * mb, 100 * mb, True),
+            case("redis memory 80 %", 80 * mb, 100 * mb, False),
+            case("redis without maxmemory", 80 * mb, 0, True)]
+
+
 CASES: dict[str, Callable[[], list[dict]]] = {
     "GrdlineNoFramesConsumed": no_frames_consumed,
+    "GrdlineRedisMemoryHigh": redis_memory_high,
     "GrdlineFailsafeRatioHigh": failsafe_ratio,
     "GrdlineServeAppNotRunning": serve_app_not_running,
     "GrdlineCameraPublishFailing": camera_publish_failing,

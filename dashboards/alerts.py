@@ -20,6 +20,8 @@ Ways the line goes quiet or scraps everything, and the rule that sees each:
 * cameras cannot publish (broker down, oversize, timeouts) → ``GrdlineCameraPublishFailing``;
 * the reject station fired for an item without a verdict → ``GrdlineStationNoVerdict``;
 * frames dead-lettered, per camera → ``GrdlineDeadLettersPerCamera``.
+* Redis nears ``maxmemory`` (then it refuses results: no decision is stored) →
+  ``GrdlineRedisMemoryHigh``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import yaml
 from dashboards import promql as pq
 from inference import metrics as im
 from inference.config import ServeAppConfig
+from inference.redis_memory import ALERT_FILL_RATIO
 from ingest import metrics as gm
 
 RULE_GROUP = "grdline"
@@ -75,6 +78,13 @@ def camera_publish_failing_expr(window: str = "5m", failures_per_s_max: float = 
 def station_no_verdict_expr(window: str = "5m") -> str:
     sel = f'{im.STATION_FIRED_SERIES}{{reason="{im.STATION_NO_VERDICT}"}}'
     return f"sum by (line) (increase({sel}[{window}])) > 0"
+
+
+def redis_memory_high_expr(fill_max: float = ALERT_FILL_RATIO) -> str:
+    """Redis ``used_memory`` over ``maxmemory`` (as the ingress replicas sample them) above
+    ``fill_max``; +Inf, so firing too, when no ``maxmemory`` is set."""
+    used, bound = _name(im.REDIS_USED_MEMORY), _name(im.REDIS_MAXMEMORY)
+    return f"max({used}) / max({bound}) > {fill_max}"
 
 
 def dead_letters_expr(window: str = "5m") -> str:
@@ -130,6 +140,9 @@ def alert_rules(
              "broker (dropped after the delivery timeout)"),
         rule("GrdlineStationNoVerdict", station_no_verdict_expr(rate_window), "0m", "critical",
              "Line {{ $labels.line }}: the reject station fired for items without a verdict"),
+        rule("GrdlineRedisMemoryHigh", redis_memory_high_expr(), "5m", "critical",
+             f"Redis above {ALERT_FILL_RATIO:.0%} of maxmemory (or none set): at maxmemory it refuses "
+             "results and the line stops deciding (deploy/README.md, Redis memory)"),
     ]
     return {"groups": [{"name": RULE_GROUP, "rules": rules}]}
 

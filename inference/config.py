@@ -47,9 +47,10 @@ class ModelTuning(_Strict):
     threshold: float | None = None
     pixel_threshold: float | None = None
     #: Fault injection for drills, honoured by the stand-in model only (a real model refuses it):
-    #: ``raise`` = every predict raises, ``nan`` = every score is NaN. Live, so a drill can make the
+    #: ``raise`` = every predict raises, ``nan`` = every score is NaN, ``hang`` = predict blocks
+    #: until the fault is lifted (a stuck executor, a CUDA deadlock). Live, so a drill can make the
     #: model fail and then recover without a restart.
-    fault: Literal["raise", "nan"] | None = None
+    fault: Literal["raise", "nan", "hang"] | None = None
 
 
 class StandInModel(_Strict):
@@ -276,6 +277,9 @@ class RedisSinkSettings(_Strict):
     retry_backoff_max_s: float = Field(default=2.0, gt=0)
     #: Health turns red when the sinks have failed for this long.
     unhealthy_after_s: float = Field(default=60.0, gt=0)
+    #: Each ingress replica reads Redis ``INFO memory`` this often into the gauges behind
+    #: ``GrdlineRedisMemoryHigh`` (:mod:`inference.redis_memory`).
+    memory_sample_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _takeover_outlasts_a_send(self) -> RedisSinkSettings:

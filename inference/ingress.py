@@ -42,6 +42,7 @@ from inference.dispatch import ModelDispatcher
 from inference.health import IngressState, check_ingress
 from inference.logs import configure_replica_logging
 from inference.offsets import OffsetTracker
+from inference.redis_memory import RedisMemory, sample_memory
 from inference.roi import RoiProvider
 from ingest.dlq import STAGE_VALIDATE
 
@@ -69,6 +70,8 @@ class LineIngress:
         self._checkpoint = open_checkpoint(cfg, self._tracker.complete)
         self._sink_exec.submit(self._checkpoint.warm)  # the producer, off __init__; never raises
         self._flusher = self._loop.create_task(self._flush_loop())
+        self._memory_task = self._loop.create_task(sample_memory(
+            self._checkpoint.redis_factory, self._record_memory, cfg.sink.memory_sample_s))
         lookup = ResultLookup(self._checkpoint.redis_factory)
         self._consumer = FrameConsumer(
             cfg, self._tracker, lambda fs: self._loop.call_soon_threadsafe(self._accept, fs),
@@ -77,6 +80,11 @@ class LineIngress:
             on_commit=lambda waits: self._loop.call_soon_threadsafe(M.account_commit, self._metrics, self._labels, waits),
         )
         self._consumer.start()
+
+    def _record_memory(self, mem: RedisMemory) -> None:
+        """Redis fill into the gauges ``GrdlineRedisMemoryHigh`` reads."""
+        self._metrics.set(M.REDIS_USED_MEMORY, mem.used)
+        self._metrics.set(M.REDIS_MAXMEMORY, mem.maxmemory)
 
     def _set_lag(self, lag: dict[int, int]) -> None:
         for partition, value in lag.items():
@@ -164,4 +172,5 @@ class LineIngress:
         await asyncio.to_thread(self._consumer.stop, self._cfg.ingress.revoke_drain_timeout_s + 15)
         self._stopping = True
         self._flusher.cancel()
+        self._memory_task.cancel()
         await asyncio.to_thread(self._checkpoint.close)

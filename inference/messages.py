@@ -20,7 +20,8 @@ class ModelRequest:
 
 @dataclass
 class ModelReply:
-    """The model's answer for one frame (mask already PNG-encoded at frame resolution)."""
+    """The model's answer for one frame (mask already encoded at frame resolution,
+    :func:`~inference.contracts.encode_mask`: ``b""`` when no pixel is set)."""
 
     score: float
     decision: bool

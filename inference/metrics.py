@@ -39,6 +39,10 @@ MODEL_LATENCY = "grdline_model_latency_seconds"
 BATCH_SIZE = "grdline_batch_size"
 CONSUMER_LAG = "grdline_consumer_lag"
 INFLIGHT_FRAMES = "grdline_inflight_frames"
+#: Redis ``INFO memory`` as sampled by each ingress replica (:mod:`inference.redis_memory`): bytes in
+#: use and the ``maxmemory`` bound (0 = none). ``GrdlineRedisMemoryHigh`` divides the two.
+REDIS_USED_MEMORY = "grdline_redis_used_memory_bytes"
+REDIS_MAXMEMORY = "grdline_redis_maxmemory_bytes"
 #: 1 per (line, camera) the app's config expects on its frames topic (``expected_cameras``), held
 #: by every ingress replica while it lives: what ``GrdlineNoFramesConsumed`` compares the consumed
 #: frames with, so a camera (or a whole topic) that delivers nothing is seen even with no series.
@@ -114,6 +118,8 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec(BATCH_SIZE, "histogram", "Frames per model batch.", ()),
     MetricSpec(CONSUMER_LAG, "gauge", "Frames behind the partition end.", ("topic", "partition")),
     MetricSpec(INFLIGHT_FRAMES, "gauge", "Frames polled and not yet committed (per ingress replica).", ()),
+    MetricSpec(REDIS_USED_MEMORY, "gauge", "Redis used_memory (INFO memory), bytes.", ()),
+    MetricSpec(REDIS_MAXMEMORY, "gauge", "Redis maxmemory (INFO memory), bytes; 0 = unbounded.", ()),
     MetricSpec(
         CAMERA_EXPECTED, "gauge", "1 per (line, camera) the config expects on the frames topic.",
         ("line", "camera", "topic"),
@@ -231,7 +237,7 @@ class Recorders:
 INGRESS_METRICS = (
     FRAMES_CONSUMED, FRAMES_INSPECTED, FRAMES_DEFECTIVE, ITEMS_REJECTED, FRAMES_LATE,
     FRAMES_DEAD_LETTERED, FRAMES_FAILSAFE, FRAMES_REDELIVERED, E2E_LATENCY, STAGE_LATENCY,
-    CONSUMER_LAG, INFLIGHT_FRAMES, CAMERA_EXPECTED,
+    CONSUMER_LAG, INFLIGHT_FRAMES, CAMERA_EXPECTED, REDIS_USED_MEMORY, REDIS_MAXMEMORY,
 )
 MODEL_METRICS = (MODEL_LATENCY, BATCH_SIZE)
 

@@ -39,7 +39,7 @@ import numpy as np
 from ray import serve
 
 from inference.config import ModelTuning, ServeAppConfig
-from inference.contracts import mask_regions, mask_to_png
+from inference.contracts import encode_mask, mask_regions
 from inference.health import ModelState, check_model
 from inference.logs import configure_replica_logging
 from inference.messages import ModelFailure, ModelReply, ModelRequest
@@ -190,7 +190,7 @@ class GRDNetModel:
                     decision=bool(out.decisions[i]),
                     threshold=threshold,
                     model_version=version,
-                    mask_png=mask_to_png(mask),
+                    mask_png=encode_mask(mask),  # b"" when no pixel: nothing to encode or store
                     defect_area=area,
                     boxes=boxes,
                     batch_size=len(reqs),

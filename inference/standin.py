@@ -36,7 +36,7 @@ class StandInPredictor:
         self.channels = cfg.channels
         self.threshold = cfg.threshold
         self.pixel_threshold = cfg.pixel_threshold
-        self.fault: str | None = None  # ModelTuning.fault: "raise" | "nan" | None
+        self.fault: str | None = None  # ModelTuning.fault: "raise" | "nan" | "hang" | None
 
     def set_thresholds(self, image: float | None = None, pixel: float | None = None) -> None:
         if image is not None:
@@ -48,6 +48,8 @@ class StandInPredictor:
         self, images: Sequence[np.ndarray], rois: Sequence[np.ndarray | None] | None = None
     ) -> StandInBatch:
         t_end = time.perf_counter() + self._latency_s
+        while self.fault == "hang":  # blocks the predict thread until a reconfigure lifts it
+            time.sleep(0.05)
         if self.fault == "raise":
             raise RuntimeError("stand-in fault injection: predict raises")
         scores, masks, heat = [], [], []

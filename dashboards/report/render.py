@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dashboards.report.collect import ChartData, GalleryItem, RunData
-from inference.contracts import Result, png_to_mask
+from inference.contracts import Result
 
 #: Overlay colours (BGR for OpenCV): defect mask, boxes, ROI outline.
 MASK_BGR = (40, 40, 230)
@@ -30,7 +30,7 @@ def overlay_png(image: np.ndarray | None, result: Result) -> bytes:
     outline in green, as PNG; a black frame when the image is missing."""
     import cv2
 
-    mask = png_to_mask(result.mask_png) if result.mask_png else None
+    mask = result.mask()
     if image is None:
         h, w = mask.shape if mask is not None else (MIN_TILE_PX, MIN_TILE_PX)
         bgr = np.zeros((h, w, 3), np.uint8)

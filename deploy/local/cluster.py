@@ -52,6 +52,7 @@ REPO = HERE.parents[1]
 if str(REPO) not in sys.path:  # run as a script (compose `topics` service): import the packages
     sys.path.insert(0, str(REPO))
 
+from inference.redis_memory import memory_config  # noqa: E402
 from inference.stack_cli import load_stack  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -265,7 +266,8 @@ class Cluster:
         home.mkdir(parents=True, exist_ok=True)
         conf = home / "redis.conf"
         conf.write_text("\n".join([f"bind {HOST}", f"port {REDIS_PORT}", 'save ""', "appendonly yes",
-                                   "appendfsync everysec", f"dir {home}", "daemonize no"]) + "\n")
+                                   "appendfsync everysec", *memory_config(), f"dir {home}",
+                                   "daemonize no"]) + "\n")
         self._spawn("redis", [server, str(conf)], home / "redis.log")
 
     def redis_up(self) -> bool:

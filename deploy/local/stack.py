@@ -33,6 +33,7 @@ from pathlib import Path
 from dashboards.alerts import render_alert_rules
 from dashboards.prometheus import render_prometheus_config
 from dashboards.settings import PROMETHEUS_PORT
+from inference.redis_memory import memory_config
 from inference.settings import REDIS_PORT
 from ingest.settings import KAFKA_CONTROLLER_PORT, KAFKA_PORT
 from ingest.topics import MAX_MESSAGE_BYTES
@@ -314,10 +315,11 @@ REDIS_FSYNC_WINDOW_S = 1.0
 
 def _redis_config(home: Path, password: str | None = None) -> str:
     """redis.conf of the local stack: loopback, AOF (``appendfsync everysec``), no RDB snapshots,
-    and ``noeviction`` so that a full Redis refuses writes (an error the sink sees) instead of
-    silently evicting results or reject claims."""
+    and ``maxmemory`` (sized by :mod:`inference.redis_memory`) with ``noeviction``, so that a full
+    Redis refuses writes (an error the sink sees) instead of silently evicting results or reject
+    claims — or growing until it is killed."""
     lines = [f"bind {HOST}", f"port {REDIS_PORT}", "save \"\"", "appendonly yes",
-             "appendfsync everysec", "maxmemory-policy noeviction",
+             "appendfsync everysec", *memory_config(),
              f"dir {home}", "daemonize no", "protected-mode yes"]
     if password:  # secret goes to a 0600 file, never onto a command line or a log
         lines.append(f"requirepass {password}")

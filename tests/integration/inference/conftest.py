@@ -160,6 +160,26 @@ def running(cfg: ServeAppConfig) -> Iterator[Any]:
         serve.delete(cfg.app_name, _blocking=True)
 
 
+def health(handle: Any) -> str | None:
+    """None when the deployment's ``check_health`` passes, else its error text (a red check)."""
+    try:
+        handle.check_health.remote().result(timeout_s=30)
+        return None
+    except Exception as exc:  # noqa: BLE001 - the red health check's message is what tests assert on
+        return str(exc)
+
+
+def serve_status(app: str, deployment: str | None = None) -> str:
+    """The Serve status of ``app`` (or of one of its deployments): ``RUNNING``, ``UNHEALTHY``..."""
+    from ray import serve
+
+    a = serve.status().applications.get(app)
+    if a is None:
+        return "absent"
+    s = a.status if deployment is None else a.deployments[deployment].status
+    return str(getattr(s, "value", s))
+
+
 def model_handle(cfg: ServeAppConfig) -> Any:
     from ray import serve
 
