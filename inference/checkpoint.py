@@ -81,10 +81,11 @@ class Checkpoint:
             self._warm()
 
     def add(self, o: Outcome) -> None:
-        """Buffer one outcome in the sinks it needs."""
+        """Buffer one outcome in the sinks it needs (a record the line could not judge may need
+        both: its dead letter and its REJECT result)."""
         if o.dead is not None:
             self.dlq.add(o.dead)
-        elif o.result is not None:
+        if o.result is not None:
             if o.write_result:
                 self.results.add(o.result, o.prefix)
             if o.actuate:

@@ -9,7 +9,7 @@ Both cross process boundaries, so both are pydantic models with ``extra="forbid"
   set — read it with :func:`decode_mask` / :meth:`Result.mask`). TTL from config. Kept small on
   purpose: every byte is multiplied by rate × TTL (:mod:`inference.redis_memory`).
 * ``{prefix}:stream:{line_id}`` — capped stream, one entry per decision (the hash without the mask).
-* ``{prefix}:rejected:{item_id}`` — the reject idempotency claim (see :mod:`inference.sinks`).
+* ``{prefix}:rejected:{line_id}:{item_id}`` — the reject idempotency claim (see :mod:`inference.sinks`).
 * replayed frames (``replay_of`` set) are decided into ``{prefix}:{replay namespace}`` instead
   (:func:`results_prefix`): ``{prefix}:replay:result:{frame_id}``, ``{prefix}:replay:stream:{line}``.
 
@@ -34,8 +34,10 @@ _JSON_FIELDS = ("boxes", "timings_ms")
 #: Fields that may be None (stored as the empty string).
 _NULLABLE = ("score", "deadline_at", "threshold", "late_policy", "failsafe", "replay_of")
 
-#: Why a frame was decided without a model verdict (``Result.failsafe``).
-Failsafe = Literal["late", "model_failure", "timeout"]
+#: Why a frame was decided without a model verdict (``Result.failsafe``): ``invalid_input`` is a
+#: record whose line and item can be read but that the line cannot judge (decode or validation
+#: failed: unknown recipe, missing ROI, oversized image, clock out of bounds); it is always a reject.
+Failsafe = Literal["late", "model_failure", "timeout", "invalid_input"]
 
 
 def result_key(prefix: str, frame_id: str) -> str:
@@ -52,8 +54,10 @@ def stream_key(prefix: str, line_id: str) -> str:
     return f"{prefix}:stream:{line_id}"
 
 
-def reject_claim_key(prefix: str, item_id: str) -> str:
-    return f"{prefix}:rejected:{item_id}"
+def reject_claim_key(prefix: str, line_id: str, item_id: str) -> str:
+    """The reject claim of one item of one line: two lines (or an item id reused by another line)
+    never suppress each other's rejects."""
+    return f"{prefix}:rejected:{line_id}:{item_id}"
 
 
 class Box(BaseModel):
@@ -191,7 +195,7 @@ class RejectCommand(BaseModel):
     camera_id: str
     frame_id: str
     score: float | None
-    reason: Literal["defect", "late", "model_failure", "timeout"]
+    reason: Literal["defect", "late", "model_failure", "timeout", "invalid_input"]
     captured_at: datetime
     decided_at: datetime
     deadline_at: datetime | None = None

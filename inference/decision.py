@@ -6,7 +6,9 @@ No I/O, no Ray, no Kafka: the ingress feeds these functions and the checkpoint
 
 * :func:`prepare` never raises: any error while reading, validating or preparing one record makes
   that record a dead letter with its reason (stage ``decode`` for the contract, ``validate`` for
-  what the line cannot apply: unknown recipe/ROI, a deadline out of range, anything unexpected).
+  what the line cannot apply: unknown recipe/ROI, a deadline out of range, anything unexpected),
+  and, when its line and item can be read, a REJECT result with ``failsafe="invalid_input"``
+  (:func:`unjudged`): a part the line could not judge is never passed.
 * A frame that already has a result (redelivery after a restart or rebalance) is not decided again:
   its stored result is re-offered to the reject sink only (the claim makes that a no-op when its
   command went out), never rewritten and never turned into a late reject because it is old.
@@ -17,7 +19,8 @@ No I/O, no Ray, no Kafka: the ingress feeds these functions and the checkpoint
   goes to the live namespace, and it actuates — even when it carries a ``replay_of`` header. That
   header is written by whoever writes the frame, so on the live topic it is ignored: it can neither
   turn actuation off (suppress a reject) nor exempt a frame from its deadline or age bound.
-* :func:`decide` turns a model failure, a non-finite score or no answer into a fail-safe result
+* :func:`decide` turns a model failure, a non-finite score, a reply of any other type or no answer
+  into a fail-safe result
   (``failsafe`` = ``model_failure`` / ``timeout`` / ``late``) decided by the configured policy —
   never a silent pass, never a dead letter.
 """
@@ -31,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from inference.config import ServeAppConfig
-from inference.contracts import Result, Timings, results_prefix
+from inference.contracts import Result, Timings, results_prefix, utcnow
 from inference.deadline import budget_s, deadline_at, late_decision
 from inference.messages import ModelFailure, ModelReply, ModelRequest
 from inference.sinks import DeadLetterIn
@@ -72,13 +75,46 @@ class Prepared:
     wait_until: datetime
 
 
-def header_tag(headers: list[tuple[str, bytes]], name: str) -> str:
-    """A header's value as a label/log tag, ``unknown`` when absent or not a plain id."""
+def header_id(headers: list[tuple[str, bytes]], name: str) -> str | None:
+    """A header's value when it is a plain id (the contract's id pattern), else None."""
     for k, v in headers:
         if k == name:
             text = v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
-            return text if _TAG_OK.match(text) else "unknown"
-    return "unknown"
+            return text if _TAG_OK.match(text) else None
+    return None
+
+
+def header_tag(headers: list[tuple[str, bytes]], name: str) -> str:
+    """A header's value as a label/log tag, ``unknown`` when absent or not a plain id."""
+    return header_id(headers, name) or "unknown"
+
+
+def unjudged(out: Outcome, reason: str, stage: str, error: BaseException | None) -> Outcome:
+    """A record the line cannot judge: always a dead letter (the record, with ``reason``), and
+    when its line and item can be read — from the decoded metadata or, failing that, the raw
+    headers — also a REJECT result with ``failsafe="invalid_input"``: no verdict, no pass. Only a
+    record without a readable line or item is a dead letter alone."""
+    f = out.frame
+    out.dead = dead_letter(f, reason, stage, error)
+    meta = f.meta
+    if meta is not None:
+        line, item, frame_id = meta.line_id, meta.item_id, meta.frame_id
+        recipe, captured = meta.recipe, meta.captured_at
+    else:
+        line, item = header_id(f.headers, "line_id"), header_id(f.headers, "item_id")
+        frame_id = header_id(f.headers, "frame_id") or f"{f.topic}:{f.partition}:{f.offset}"
+        recipe, captured = header_tag(f.headers, "recipe"), datetime.fromtimestamp(f.received_at, UTC)
+    if line is None or item is None:
+        return out
+    try:
+        out.result = Result(
+            frame_id=frame_id, item_id=item, line_id=line, camera_id=out.camera, recipe=recipe,
+            captured_at=captured, decided_at=utcnow(), score=None, decision=True, late_policy="reject",
+            failsafe="invalid_input", roi_id="", topic=f.topic, partition=f.partition, offset=f.offset,
+        )
+    except Exception as exc:  # noqa: BLE001 - cannot happen for plain ids; the dead letter stays
+        out.dead = dead_letter(f, f"{reason}; and no reject could be built: {exc!r}", stage, error)
+    return out
 
 
 def dead_letter(f: PolledFrame, reason: str, stage: str, error: BaseException | None) -> DeadLetterIn:
@@ -121,8 +157,7 @@ def prepare(
         return out
     try:
         if f.error is not None:
-            out.dead = dead_letter(f, str(f.error) or repr(f.error), STAGE_DECODE, f.error)
-            return out
+            return unjudged(out, str(f.error) or repr(f.error), STAGE_DECODE, f.error)
         meta = f.meta
         if existing is not None:
             out.result, out.write_result = existing, False
@@ -138,9 +173,8 @@ def prepare(
         else:
             wait_until = received + timedelta(milliseconds=cfg.deadline.default_bound_ms)
         return Prepared(out, ModelRequest(meta.frame_id, f.image, roi), roi_id, deadline, wait_until)
-    except Exception as exc:  # noqa: BLE001 - RoiError, DeadlineError, anything else: dead letter
-        out.dead = dead_letter(f, f"{type(exc).__name__}: {exc}", STAGE_VALIDATE, exc)
-        return out
+    except Exception as exc:  # noqa: BLE001 - RoiError, DeadlineError, anything else: rejected
+        return unjudged(out, f"{type(exc).__name__}: {exc}", STAGE_VALIDATE, exc)
 
 
 def wait_budget_s(frames: list[Prepared], now: datetime) -> float:
@@ -169,6 +203,8 @@ def decide(
             failsafe, reply = "model_failure", None
         elif reply is None:
             failsafe = "late" if p.deadline is not None else "timeout"
+        elif not isinstance(reply, ModelReply):  # anything else is no verdict: never a pass
+            failsafe, reply = "model_failure", None
         elif p.deadline is not None and decided > p.deadline:
             failsafe = "late"
         verdict = reply if isinstance(reply, ModelReply) and failsafe is None else None
@@ -196,7 +232,7 @@ def decide(
         )
     except Exception as exc:  # noqa: BLE001 - a bug building the result: the record is not lost
         out.result = None
-        out.dead = dead_letter(f, f"result could not be built: {type(exc).__name__}: {exc}", STAGE_INFERENCE, exc)
+        return unjudged(out, f"result could not be built: {type(exc).__name__}: {exc}", STAGE_INFERENCE, exc)
     return out
 
 

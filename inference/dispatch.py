@@ -74,6 +74,10 @@ class ModelDispatcher:
             log.exception("model call for %d frame(s) failed unexpectedly", len(frames))
             replies = [ModelFailure(p.request.frame_id, repr(exc), type(exc).__name__) for p in frames]
         decided = utcnow()
+        if replies is not None and len(replies) != len(frames):  # which reply is whose is unknown
+            log.error("model returned %d replies for %d frames: all of them fail-safe", len(replies), len(frames))
+            replies = [ModelFailure(p.request.frame_id, f"model returned {len(replies)} replies for {len(frames)} "
+                                    "frames", "ReplyCountMismatch") for p in frames]
         for i, p in enumerate(frames):
             reply = None if replies is None else replies[i]
             if isinstance(reply, ModelReply):

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import threading
 import time
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
+from inference.contracts import Failsafe
 from ingest.dlq import STAGE_DECODE, STAGE_INFERENCE, STAGE_VALIDATE
 
 #: Prefix Ray puts before application metric names in its Prometheus export.
@@ -69,7 +71,7 @@ STAGES = (*DECISION_STAGES, *MODEL_STAGES, "sinks", "commit")
 #: Values of the ``stage`` label of :data:`FRAMES_DEAD_LETTERED`.
 DLQ_STAGES = (STAGE_DECODE, STAGE_VALIDATE, STAGE_INFERENCE)
 #: Values of the ``reason`` label of :data:`FRAMES_FAILSAFE` (``Result.failsafe``).
-FAILSAFE_REASONS = ("late", "model_failure", "timeout")
+FAILSAFE_REASONS: tuple[str, ...] = typing.get_args(Failsafe)
 #: Label value for line/camera pairs beyond :class:`LabelCap`'s limit.
 OTHER_LABEL = "other"
 
@@ -266,8 +268,14 @@ def account(m: Recorders, labels: LabelCap, stats: dict, report: object, confirm
         if o.dead is not None:
             m.inc(FRAMES_DEAD_LETTERED, stage=o.dead.stage, **tags)
             stats["dead_lettered"] += 1
-            continue
         r = o.result
+        if r is None:
+            continue
+        if r.failsafe == "invalid_input":  # rejected unjudged: no latency stages to observe
+            m.inc(FRAMES_FAILSAFE, reason=r.failsafe, **tags)
+            stats[f"failsafe_{r.failsafe}"] += 1
+            stats["replayed" if r.replay_of else "results"] += 1
+            continue
         if not o.write_result:
             m.inc(FRAMES_REDELIVERED, **tags)
             stats["redelivered"] += 1

@@ -342,7 +342,7 @@ class RejectSink:
 
     def _claim(self, cmds: Sequence[RejectCommand]) -> tuple[list[_Pending], list[RejectCommand]]:
         pipe = self._redis.pipeline(transaction=False)
-        keys = [reject_claim_key(self._prefix, c.item_id) for c in cmds]
+        keys = [reject_claim_key(self._prefix, c.line_id, c.item_id) for c in cmds]
         now = self._now()
         for c, k in zip(cmds, keys, strict=True):
             self._scripts["claim"](keys=[k], args=[c.frame_id, now, self._takeover, self._ttl], client=pipe)
@@ -365,12 +365,23 @@ class RejectSink:
                 self.suppressed += 1
         return claimed, busy
 
-    def _send(self, p: _Pending) -> None:
+    def _send(self, p: _Pending) -> bool:
+        """Hand ``p``'s command to the producer; False when ``send()`` itself raised (no topic
+        metadata within ``max_block_ms``, buffer full, producer closed): nothing reached the
+        producer, so the command stays claimed and in flight, and is sent again next flush."""
         key, value = p.cmd.to_kafka()
         if p.attempts:
             self.resent += 1
         p.attempts += 1
-        p.future = self._producer.send(self._topic, key=key, value=value)
+        try:
+            p.future = self._producer.send(self._topic, key=key, value=value)
+        except Exception as exc:  # noqa: BLE001 - kept with its claim and retried, never dropped
+            p.future = None
+            p.errors.append(f"send raised: {exc!r}")
+            log.warning("reject %s for item %s: send to %s raised, retried next flush: %r",
+                        p.cmd.command_id, p.cmd.item_id, self._topic, exc)
+            return False
+        return True
 
     def _resolve(self, p: _Pending) -> str:
         """Wait for ``p``'s send: ``acked``, ``failed`` (final, resend) or ``unknown`` (not done)."""
@@ -417,23 +428,27 @@ class RejectSink:
         Raises :class:`SinkError` (a send not confirmed, a mark not written) or
         :class:`ClaimBusy`; what is left stays for the next flush, what is done is not redone."""
         sent: list[RejectCommand] = []
+        raised: set[int] = set()
         if self._todo:
-            seen: set[str] = {p.cmd.item_id for p in self._inflight + self._unmarked}
+            seen = {(p.cmd.line_id, p.cmd.item_id) for p in self._inflight + self._unmarked}
             cmds = []
             for c in self._todo:  # one command per item within the batch too: first frame wins
-                if c.item_id in seen:
+                if (c.line_id, c.item_id) in seen:
                     self.suppressed += 1
                     continue
-                seen.add(c.item_id)
+                seen.add((c.line_id, c.item_id))
                 cmds.append(c)
             claimed, busy = self._claim(cmds)
             self._todo = busy
+            self._inflight.extend(claimed)  # before any send: a send that raises keeps its claim
             for p in claimed:
-                if not p.check:
-                    self._send(p)
-            self._inflight.extend(claimed)
+                if not p.check and not self._send(p):
+                    raised.add(id(p))
         still: list[_Pending] = []
         for p in self._inflight:
+            if id(p) in raised:  # send() raised in this flush: kept (claimed) for the next one
+                still.append(p)
+                continue
             if p.future is None:
                 if p.check:
                     outcome = self._check_delivered(p)
@@ -445,7 +460,9 @@ class RejectSink:
                         continue
                     if outcome == "lost":
                         continue
-                self._send(p)
+                if not self._send(p):
+                    still.append(p)
+                    continue
             verdict = self._resolve(p)
             if verdict == "acked":
                 self._unmarked.append(p)

@@ -289,10 +289,12 @@ def wait_all_decided(redis_client, prefix: str, ids: list[str], timeout_s: float
 
 
 def assert_line_promise(w: Workload, redis_client, prefix: str, kafka_settings, rejects_topic: str,
-                        allow_failsafe: bool = False) -> Outcome:
+                        allow_failsafe: bool = False, extra_rejects: frozenset[str] = frozenset()) -> Outcome:
     """Frames in = results out; every model verdict equals the truth; exactly one reject command
     per defective item and none for a good one. With ``allow_failsafe`` a frame the model could
-    not judge may be a fail-safe reject (marked, never a pass); its item is then rejected once."""
+    not judge may be a fail-safe reject (marked, never a pass); its item is then rejected once.
+    ``extra_rejects``: items outside the workload that must be rejected once too (records the line
+    could not judge)."""
     got = read_results(redis_client, prefix, w.ids)
     missing = sorted(set(w.ids) - set(got))
     assert not missing, f"{len(missing)} of {len(w.ids)} frames have no result: {missing[:10]}"
@@ -312,6 +314,7 @@ def assert_line_promise(w: Workload, redis_client, prefix: str, kafka_settings, 
     by_frame = {f.frame_id: f for f in w.frames}
     rejected_items = {by_frame[fid].item_id for fid, r in got.items() if r.decision}
     must_reject = set(w.defective_items) | rejected_items if allow_failsafe else set(w.defective_items)
+    must_reject |= set(extra_rejects)
     cmds = read_reject_commands(kafka_settings, rejects_topic, expected=len(must_reject))
     items = [c.item_id for c in cmds]
     dups = sorted({i for i in items if items.count(i) > 1})

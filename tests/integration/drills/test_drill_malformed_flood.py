@@ -1,5 +1,7 @@
 """Drill 6: a flood of malformed records mixed with good frames. Every malformed record ends in the
-dead-letter topic with the right reason (100 %), the line never stops, good frames are unaffected.
+dead-letter topic with the right reason (100 %); every one whose line and item can be read is also
+rejected (reason ``invalid_input``: no verdict, no pass); the line never stops, good frames are
+unaffected.
 
 Kinds: capture times out of range (year 1 with an offset, year 9999 with a deadline, an hour in
 the future, 1970), a header key that is not UTF-8 (kafka-python raises inside poll()), missing and
@@ -21,6 +23,7 @@ from .conftest import (
     assert_line_promise,
     line_config,
     read_all,
+    read_results,
     report,
     running,
     wait_all_decided,
@@ -48,14 +51,18 @@ def _drop(headers, *names):
     return [(k, v) for k, v in headers if k not in names]
 
 
+#: Malformed kinds whose item cannot be read: a dead letter alone (every other kind is also rejected).
+UNREADABLE_ITEM = frozenset({"missing-item", "no-headers"})
+
+
 def malformed(good_records) -> dict[str, tuple[tuple, str | None, str]]:
     """kind -> ((key, value, headers), expected field or None, text the reason must contain)."""
     tag = uuid.uuid4().hex[:6]
     out = {}
 
-    def base(i: int, kind: str):
+    def base(i: int, kind: str):  # an item of its own: its reject is told apart from the good items'
         k, v, h = good_records[i % len(good_records)]
-        return k, v, _set(h, "frame_id", f"bad-{kind}-{tag}".encode())
+        return k, v, _set(_set(h, "frame_id", f"bad-{kind}-{tag}".encode()), "item_id", f"bad-{kind}-{tag}".encode())
 
     def add(kind, i, edit, field, text):
         k, v, h = base(i, kind)
@@ -151,6 +158,14 @@ def test_malformed_flood_is_dead_lettered_with_reasons_and_good_frames_flow(
             assert dl.value == (rec[1] or b""), f"{kind}: the original bytes are not in the dead letter"
     assert seen["unknown-recipe"].stage == "validate"
     assert len(seen["oversize-value"].value) > MAX_MESSAGE_BYTES - 4096  # the near-limit frame made it
-    # no result for a malformed record, and good frames exactly as the model decides
-    assert not list(redis_client.scan_iter(match=f"{redis_prefix}:result:bad-*"))
-    assert_line_promise(w, redis_client, redis_prefix, kafka_settings, cfg.topics.rejects)
+    # a malformed record whose line and item can be read is a REJECT result; the others have none
+    judgeable_item = {k for k in bad if k not in UNREADABLE_ITEM}
+    stored = {k.decode().rsplit(":result:", 1)[1] for k in redis_client.scan_iter(match=f"{redis_prefix}:result:bad-*")}
+    assert stored == {dict(bad[k][0][2])["frame_id"].decode() for k in judgeable_item}, sorted(stored)
+    for fid, r in read_results(redis_client, redis_prefix, stored).items():
+        assert r.decision and r.failsafe == "invalid_input" and r.score is None, (fid, r)
+    # good frames exactly as the model decides; each readable bad item rejected once
+    outcome = assert_line_promise(w, redis_client, redis_prefix, kafka_settings, cfg.topics.rejects,
+                                  extra_rejects=frozenset(stored))
+    reasons = {c.item_id: c.reason for c in outcome.rejects if c.item_id in stored}
+    assert set(reasons.values()) == {"invalid_input"}, reasons

@@ -55,8 +55,8 @@ def test_redis_restart_and_nosave_shutdown_keep_results_and_claims(
         figures["drain_after_stream"] = wait_all_decided(redis_client, redis_prefix, w.ids, 120)
     slow = {k: v for k, v in figures.items() if k.endswith("_after_up") and v > RESUME_BOUND_S}
     outcome = assert_line_promise(w, redis_client, redis_prefix, kafka_settings, cfg.topics.rejects)
-    rejected = {c.item_id for c in outcome.rejects}
-    claims = [reject_claim_key(redis_prefix, item) for item in sorted(rejected)]
+    rejected = {(c.line_id, c.item_id) for c in outcome.rejects}
+    claims = [reject_claim_key(redis_prefix, line, item) for line, item in sorted(rejected)]
     assert all(redis_client.exists(k) for k in claims), "reject claims lost across the restarts"
 
     # a crash of an idle Redis: everything older than the fsync window is on disk

@@ -69,7 +69,7 @@ def test_taken_over_claim_whose_command_was_delivered_is_not_sent_again(
     a.add(make_result(frame_id="fa", item_id="item-7"))
     with pytest.raises(Killed):
         a.flush()  # acked by the broker, never marked
-    claim = redis_client.get(reject_claim_key(redis_prefix, "item-7")).decode()
+    claim = redis_client.get(reject_claim_key(redis_prefix, "L1", "item-7")).decode()
     assert claim.startswith("fa|pending|"), claim
 
     # later (past takeover_s), another replica decides another frame of the same item
@@ -80,7 +80,7 @@ def test_taken_over_claim_whose_command_was_delivered_is_not_sent_again(
     assert [c.item_id for c in b.flush()] == ["item-7"]
     assert b.takeovers == 1 and b.found_delivered == 1 and b.resent == 0
     assert lookups == [pytest.approx(float(claim.split("|")[3]))]
-    assert redis_client.get(reject_claim_key(redis_prefix, "item-7")) == b"fb|sent"
+    assert redis_client.get(reject_claim_key(redis_prefix, "L1", "item-7")) == b"fb|sent"
     b.close()
 
     got = _records_of(kafka_settings, topic, "item-7")
@@ -96,12 +96,12 @@ def test_taken_over_claim_whose_command_never_left_is_sent_once(
     other.add(make_result(frame_id="f0", item_id="item-1"))
     other.flush()
     # sender A claimed item-8 and died before sending
-    redis_client.set(reject_claim_key(redis_prefix, "item-8"), f"fa|pending|{time.time():.3f}", ex=600)
+    redis_client.set(reject_claim_key(redis_prefix, "L1", "item-8"), f"fa|pending|{time.time():.3f}", ex=600)
     lookup = DeliveredLookup(kafka_settings.client_kwargs(), topic)
     b = _sink(redis_client, producer, topic, redis_prefix, lambda: time.time() + TAKEOVER_S + 1, lookup)
     b.add(make_result(frame_id="fb", item_id="item-8"))
     assert [c.frame_id for c in b.flush()] == ["fb"]
-    assert b.found_delivered == 0 and redis_client.get(reject_claim_key(redis_prefix, "item-8")) == b"fb|sent"
+    assert b.found_delivered == 0 and redis_client.get(reject_claim_key(redis_prefix, "L1", "item-8")) == b"fb|sent"
     b.close()
     assert [c.frame_id for c in _records_of(kafka_settings, topic, "item-8")] == ["fb"]
 
@@ -110,7 +110,7 @@ def test_unreachable_broker_for_the_lookup_sends_nothing_and_keeps_the_claim(
     kafka_settings, topic_factory, redis_client, redis_prefix, producer
 ):
     topic = topic_factory(partitions=1)
-    redis_client.set(reject_claim_key(redis_prefix, "item-9"), f"fa|pending|{time.time():.3f}", ex=600)
+    redis_client.set(reject_claim_key(redis_prefix, "L1", "item-9"), f"fa|pending|{time.time():.3f}", ex=600)
     dead = DeliveredLookup({**kafka_settings.client_kwargs(), "bootstrap_servers": ["127.0.0.1:9"]}, topic,
                            timeout_s=2.0)
     b = _sink(redis_client, producer, topic, redis_prefix, lambda: time.time() + TAKEOVER_S + 1, dead)
@@ -118,6 +118,6 @@ def test_unreachable_broker_for_the_lookup_sends_nothing_and_keeps_the_claim(
     with pytest.raises(SinkError, match="delivered lookup failed"):
         b.flush()
     assert b.lookup_failures == 1
-    assert redis_client.get(reject_claim_key(redis_prefix, "item-9")).decode().startswith("fb|pending|")
+    assert redis_client.get(reject_claim_key(redis_prefix, "L1", "item-9")).decode().startswith("fb|pending|")
     b.close()
     assert _records_of(kafka_settings, topic, "item-9") == []

@@ -163,3 +163,14 @@ def test_result_lookup_finds_stored_results_per_namespace_and_survives_redis_dow
     assert sorted(found) == [("p", "f1"), ("p:replay", "f2")] and found[("p", "f1")].frame_id == "f1"
     server.connected = False
     assert lookup([("p", "f1")]) == {}  # decided again rather than stalled
+
+
+def test_a_record_that_cannot_be_judged_goes_to_the_dead_letters_and_is_rejected(world):
+    cp, tracker, log, (results, rejects, dlq) = world
+    o = dead_outcome(tracker, 0)
+    o.result = make_result(frame_id="f0", item_id="i0", decision=True, score=None, failsafe="invalid_input",
+                           late_policy="reject")
+    cp.add(o)
+    report = cp.flush()
+    assert len(dlq.written) == 1 and [r.frame_id for r in results.written] == ["f0"]
+    assert report.sent == ["cmd:i0"] and tracker.committable() == {P0: 1}

@@ -43,7 +43,7 @@ def make_result(**kw) -> Result:
 def test_keys_follow_the_interface():
     assert result_key("p", "f") == "p:result:f"
     assert stream_key("p", "L1") == "p:stream:L1"
-    assert reject_claim_key("p", "i") == "p:rejected:i"
+    assert reject_claim_key("p", "L1", "i") == "p:rejected:L1:i"
 
 
 def test_result_redis_round_trip_including_mask():

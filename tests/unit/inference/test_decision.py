@@ -69,9 +69,47 @@ def test_a_good_frame_becomes_a_request_with_a_default_bound(cfg, rois):
 def test_decode_errors_are_dead_letters_with_their_reason(cfg, rois):
     from ingest.errors import MissingHeaderError
 
-    out = prepare(polled(error=MissingHeaderError("item_id", "missing")), cfg, rois)
-    assert isinstance(out, Outcome) and out.result is None
+    no_item = [("line_id", b"L1"), ("camera_id", b"cam0"), ("frame_id", b"f7")]
+    out = prepare(polled(error=MissingHeaderError("item_id", "missing"), headers=no_item), cfg, rois)
+    assert isinstance(out, Outcome) and out.result is None  # no readable item: a dead letter alone
     assert out.dead.stage == "decode" and "item_id" in out.dead.reason and out.dead.offset == 7
+
+
+def test_an_undecodable_record_whose_line_and_item_can_be_read_is_rejected_and_dead_lettered(cfg, rois):
+    from ingest.errors import SizeLimitError
+
+    out = prepare(polled(error=SizeLimitError("width", "size out of range [32, 2048]")), cfg, rois)
+    assert out.dead.stage == "decode" and "out of range" in out.dead.reason
+    r = out.result
+    assert r is not None and r.decision and r.failsafe == "invalid_input" and r.late_policy == "reject"
+    assert (r.line_id, r.item_id, r.frame_id, r.offset) == ("L1", "i7", "f7", 7) and r.score is None
+    assert out.actuate and out.write_result
+
+
+@pytest.mark.parametrize("kind", ["unknown_recipe", "missing_roi", "exploding_roi"])
+def test_a_frame_the_line_cannot_judge_is_a_reject_with_its_reason_and_a_dead_letter(kind):
+    class Exploding:
+        def get(self, *a):
+            raise ZeroDivisionError("boom")
+
+    # roi: recipe knows only the recipes it has a fixed ROI for: another one cannot be judged
+    cfg = config(default_recipe={"roi": "recipe"})
+    f = {"unknown_recipe": lambda: polled(recipe="no-such-recipe"),
+         "missing_roi": lambda: polled(recipe="broken"),
+         "exploding_roi": lambda: polled()}[kind]()
+    out = prepare(f, cfg, Exploding() if kind == "exploding_roi" else RoiProvider(cfg))
+    assert isinstance(out, Outcome), kind
+    assert out.dead is not None and out.dead.stage == "validate"
+    assert out.result is not None and out.result.decision and out.result.failsafe == "invalid_input"
+    assert out.result.item_id == "i7" and out.result.line_id == "L1"
+
+
+def test_a_reply_of_an_unexpected_type_is_a_failsafe_reject_never_a_pass(cfg, rois):
+    p = prepare(polled(), cfg, rois)
+    for odd in ({"score": 0.0, "decision": False}, "ok", 0):
+        out = decide(p, odd, datetime.now(UTC), time.time(), cfg)
+        assert out.result.decision and out.result.failsafe == "model_failure", odd
+        assert not out.inspected
 
 
 def test_anything_unexpected_while_preparing_is_a_dead_letter_not_an_exception(cfg):
@@ -81,8 +119,10 @@ def test_anything_unexpected_while_preparing_is_a_dead_letter_not_an_exception(c
 
     out = prepare(polled(), cfg, Exploding())
     assert isinstance(out, Outcome) and out.dead.stage == "validate" and "boom" in out.dead.reason
+    assert out.result.failsafe == "invalid_input" and out.result.decision
     bad_roi = prepare(polled(recipe="broken"), cfg, RoiProvider(cfg))
     assert bad_roi.dead.stage == "validate" and "broken" in bad_roi.dead.reason
+    assert bad_roi.result.failsafe == "invalid_input" and bad_roi.result.decision
 
 
 def test_labels_of_an_undecodable_record_are_bounded_tags(cfg, rois):

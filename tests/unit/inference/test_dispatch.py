@@ -99,3 +99,22 @@ def test_frames_with_and_without_a_deadline_are_never_in_one_call():
     assert sorted(h.calls) == [["f1"], ["f2"]]
 
 
+
+
+class ShortHandle(Handle):
+    """Answers a call of n frames with n - 1 replies (a broken model deployment)."""
+
+    def remote(self, reqs):
+        self.calls.append([r.frame_id for r in reqs])
+
+        async def run():
+            return [ModelReply(score=0.1, decision=False, threshold=0.5, model_version="v1", mask_png=b"",
+                               defect_area=0, batch_started=time.time()) for _ in reqs[1:]]
+
+        return Response(run())
+
+
+def test_a_reply_list_of_the_wrong_length_decides_every_frame_fail_safe():
+    out = run(ShortHandle(), [polled(offset=o) for o in range(2)], bound_ms=10_000)
+    assert len(out) == 2  # none left stuck
+    assert all(o.result.failsafe == "model_failure" and o.result.decision for o in out)

@@ -95,7 +95,7 @@ def commands(producer) -> list[RejectCommand]:
 
 
 def claim(r, item: str) -> str | None:
-    v = r.get(reject_claim_key("p", item))
+    v = r.get(reject_claim_key("p", "L1", item))
     return v.decode() if v is not None else None
 
 
@@ -167,19 +167,19 @@ def test_command_is_keyed_by_item_and_carries_a_dedup_id(r):
 
 
 def test_young_pending_claim_is_busy_then_resolves_to_sent(r):
-    r.set(reject_claim_key("p", "i1"), f"x|pending|{NOW - 5:.3f}")  # another sender, 5 s ago
+    r.set(reject_claim_key("p", "L1", "i1"), f"x|pending|{NOW - 5:.3f}")  # another sender, 5 s ago
     prod = Producer()
     s = reject_sink(r, prod)
     s.add(make_result(frame_id="a", item_id="i1"))
     with pytest.raises(ClaimBusy, match="item i1 frame a"):
         s.flush()
     assert prod.sent == []
-    r.set(reject_claim_key("p", "i1"), "x|sent")  # that sender finished meanwhile
+    r.set(reject_claim_key("p", "L1", "i1"), "x|sent")  # that sender finished meanwhile
     assert s.flush() == [] and prod.sent == []
 
 
 def test_stale_pending_claim_of_another_frame_is_taken_over(r):
-    r.set(reject_claim_key("p", "i9"), f"x|pending|{NOW - 999:.3f}")  # its sender died
+    r.set(reject_claim_key("p", "L1", "i9"), f"x|pending|{NOW - 999:.3f}")  # its sender died
     prod = Producer()
     s = reject_sink(r, prod)
     s.add(make_result(frame_id="y", item_id="i9"))
@@ -254,7 +254,7 @@ def test_replayed_results_use_the_live_claim_so_an_item_is_rejected_once(r):
 # --- a command already on the topic (its sender died after the broker stored it) -------------------
 
 def test_taken_over_claim_whose_command_is_on_the_topic_is_marked_sent_without_a_send(r):
-    r.set(reject_claim_key("p", "i1"), f"a|pending|{NOW - 999:.3f}")  # A sent, then died before the mark
+    r.set(reject_claim_key("p", "L1", "i1"), f"a|pending|{NOW - 999:.3f}")  # A sent, then died before the mark
     prod, dlog = Producer(), DeliveredLog()
     dlog.on_topic["L1/i1"] = "rejects.t[0]@7"
     s = reject_sink(r, prod, delivered=dlog)
@@ -268,7 +268,7 @@ def test_taken_over_claim_whose_command_is_on_the_topic_is_marked_sent_without_a
 
 
 def test_taken_over_claim_whose_command_is_not_on_the_topic_is_sent_once(r):
-    r.set(reject_claim_key("p", "i1"), f"a|pending|{NOW - 999:.3f}|{NOW - 1500:.3f}")  # A died before sending
+    r.set(reject_claim_key("p", "L1", "i1"), f"a|pending|{NOW - 999:.3f}|{NOW - 1500:.3f}")  # A died before sending
     prod, dlog = Producer(), DeliveredLog()
     s = reject_sink(r, prod, delivered=dlog)
     s.add(make_result(frame_id="b", item_id="i1"))
@@ -288,7 +288,7 @@ def test_fresh_claim_is_sent_without_a_lookup(r):
 
 
 def test_failed_lookup_keeps_the_claim_pending_and_sends_nothing_until_it_answers(r):
-    r.set(reject_claim_key("p", "i1"), f"a|pending|{NOW - 999:.3f}")
+    r.set(reject_claim_key("p", "L1", "i1"), f"a|pending|{NOW - 999:.3f}")
     prod, dlog = Producer(), DeliveredLog()
     dlog.down = True
     s = reject_sink(r, prod, delivered=dlog)
@@ -310,7 +310,7 @@ def test_failed_lookup_keeps_the_claim_pending_and_sends_nothing_until_it_answer
 
 
 def test_claim_taken_over_while_its_lookup_fails_is_left_to_the_new_owner(r):
-    r.set(reject_claim_key("p", "i1"), f"a|pending|{NOW - 999:.3f}")
+    r.set(reject_claim_key("p", "L1", "i1"), f"a|pending|{NOW - 999:.3f}")
     prod, dlog = Producer(), DeliveredLog()
     dlog.down = True
     s = reject_sink(r, prod, delivered=dlog)
@@ -494,3 +494,40 @@ def test_dead_letter_refused_as_too_large_is_sent_without_its_value():
     m = prod.sent[-1]
     dl = parse_dead_letter(m["value"], m["headers"], key=m["key"])
     assert dl.value == b"" and "original record dropped" in dl.reason and dl.offset == 17
+
+
+class RaisingProducer(Producer):
+    """``send()`` itself raises for the first ``n`` calls (kafka-python: no topic metadata within
+    max_block_ms raises KafkaTimeoutError synchronously)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def send(self, topic, key=None, value=None, headers=None):
+        if self.n:
+            self.n -= 1
+            raise KafkaTimeoutError("Failed to update metadata after 60.0 secs.")
+        return super().send(topic, key=key, value=value, headers=headers)
+
+
+def test_a_send_that_raises_keeps_its_claim_and_is_sent_on_the_next_flush(r):
+    p = RaisingProducer(2)
+    s = reject_sink(r, p)
+    s.add(make_result(frame_id="f1", item_id="i1", decision=True))
+    s.add(make_result(frame_id="f2", item_id="i2", decision=True))
+    with pytest.raises(SinkError, match="send raised"):
+        s.flush()
+    assert s.pending == 2 and claim(r, "i1").startswith("f1|pending") and p.sent == []
+    got = s.flush()
+    assert sorted(c.item_id for c in got) == ["i1", "i2"] and s.pending == 0
+    assert claim(r, "i1") == "f1|sent" and len(p.sent) == 2
+
+
+def test_the_same_item_id_on_two_lines_is_rejected_on_each(r):
+    p = Producer()
+    s = reject_sink(r, p)
+    s.add(make_result(frame_id="f1", item_id="tray-3", line_id="L1", decision=True))
+    s.add(make_result(frame_id="f2", item_id="tray-3", line_id="L2", decision=True))
+    got = s.flush()
+    assert sorted(c.command_id for c in got) == ["L1/tray-3", "L2/tray-3"] and s.suppressed == 0
