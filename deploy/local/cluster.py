@@ -20,6 +20,14 @@ topics --bootstrap H:P,...`` creates the project topics with replication 3 on an
   worker's replicas stay pending until a node with those resources joins again.
 * **Serve**: deployed with Ray's own client, ``serve deploy`` against the head's dashboard
   (:func:`deploy_serve`), from a config derived from ``deploy/serve/grdline.yaml``.
+* **Only the line decides**: the brokers' client listener takes SASL/SCRAM-SHA-512 only, the
+  StandardAuthorizer denies what :mod:`ingest.acl` does not grant (cameras write frames only, the
+  ingress reads frames and writes verdicts and dead letters, the station reads verdicts); the
+  controller listener takes SASL/PLAIN (KRaft controllers do not take SCRAM) from one controller
+  user. Redis has ``requirepass``; Ray has token auth. Every password is derived from ONE secret
+  (:meth:`Cluster.secret`: ``GRDLINE_CLUSTER_SECRET``, else a 0600 file made once in the state
+  folder) and written only to 0600 files there — never to a command line the broker keeps, never
+  to a log. Clients get their settings from :meth:`Cluster.kafka_settings` (per principal).
 
 State (configs, data, logs, PIDs) lives under ``var/cluster/`` (``GRDLINE_CLUSTER_DIR``); Ray's
 session files under a short ``/tmp/grdc-*`` folder (unix socket paths are limited), which also
@@ -54,6 +62,7 @@ if str(REPO) not in sys.path:  # run as a script (compose `topics` service): imp
 
 from inference.redis_memory import memory_config  # noqa: E402
 from inference.stack_cli import load_stack  # noqa: E402
+from ingest import acl  # noqa: E402
 
 HOST = "127.0.0.1"
 SERVE_CONFIG = REPO / "deploy" / "serve" / "grdline.yaml"
@@ -77,6 +86,10 @@ MIN_INSYNC_REPLICAS = 2
 KAFKA_HEAP = ("-Xms128m", "-Xmx256m")
 WORKER_CPUS = 2
 MODEL_RESOURCE = "grdline_model"
+#: The KRaft controllers' SASL/PLAIN user (controller listener), a super user like acl.ADMIN.
+CONTROLLER_USER = "grdline-controller"
+#: Environment variable with the one secret every password of this cluster is derived from.
+SECRET_ENV = "GRDLINE_CLUSTER_SECRET"
 INGRESS_RESOURCE = "grdline_ingress"
 
 
@@ -128,6 +141,81 @@ class Cluster:
         _kill_wait([pid], sig, timeout, alive=stack._alive, group=True)
         return True
 
+    # ------------------------------------------------------------------------- secrets
+    def secret(self) -> str:
+        """The one secret of this cluster: ``GRDLINE_CLUSTER_SECRET``, else a random one kept in a
+        0600 file of the state folder (made on first use)."""
+        env = os.environ.get(SECRET_ENV)
+        if env:
+            return env
+        path = self.state / "secret"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return path.read_text().strip()
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip()
+
+    def password(self, user: str) -> str:
+        """``user``'s password (a Kafka principal, the controller user or ``redis``): an HMAC of
+        the name under the one secret, so nothing but the secret needs keeping."""
+        import hmac
+
+        return hmac.new(self.secret().encode(), user.encode(), hashlib.sha256).hexdigest()
+
+    def kafka_settings(self, principal: str | None = acl.ADMIN) -> Any:
+        """Client settings of ``principal`` (``None``: no credentials at all, as an outsider)."""
+        from pydantic import SecretStr
+
+        from ingest.settings import KafkaSettings
+
+        if principal is None:
+            return KafkaSettings(bootstrap_servers=bootstrap_servers())
+        return KafkaSettings(bootstrap_servers=bootstrap_servers(), security_protocol="SASL_PLAINTEXT",
+                             sasl_mechanism=acl.SASL_MECHANISM, sasl_username=principal,
+                             sasl_password=SecretStr(self.password(principal)))
+
+    def admin_kwargs(self) -> dict[str, Any]:
+        """kafka-python keyword arguments of the admin principal (a super user)."""
+        return self.kafka_settings(acl.ADMIN).client_kwargs()
+
+    def _auth_props(self) -> dict[str, str]:
+        """Broker settings for SASL and ACLs (server.properties is written 0600)."""
+        admin, ctl = acl.ADMIN, CONTROLLER_USER
+        scram = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
+                 f'username="{admin}" password="{self.password(admin)}";')
+        plain = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+                 f'username="{ctl}" password="{self.password(ctl)}" user_{ctl}="{self.password(ctl)}";')
+        return {
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": acl.SASL_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": acl.SASL_MECHANISM,
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": acl.SASL_MECHANISM,
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": plain,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{admin};User:{ctl}",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def apply_acls(self) -> int:
+        """The ACLs of :mod:`ingest.acl` on this cluster (as the admin principal; idempotent)."""
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(**self.admin_kwargs(), request_timeout_ms=30_000)
+        try:
+            return acl.apply_acls(admin)
+        finally:
+            admin.close()
+
     # ------------------------------------------------------------------------- kafka
     def kafka_config(self, node: int) -> str:
         """The single-node stack's broker settings, made one voter of three with replication 3."""
@@ -139,8 +227,9 @@ class Cluster:
         props.update({
             "node.id": str(node),
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://{HOST}:{KAFKA_PORTS[node]},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORTS[node]}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{KAFKA_PORTS[node]}",
+            "listeners": f"SASL_PLAINTEXT://{HOST}:{KAFKA_PORTS[node]},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORTS[node]}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{HOST}:{KAFKA_PORTS[node]}",
+            **self._auth_props(),
             "default.replication.factor": str(REPLICATION_FACTOR),
             "min.insync.replicas": str(MIN_INSYNC_REPLICAS),
             "offsets.topic.replication.factor": str(REPLICATION_FACTOR),
@@ -175,18 +264,23 @@ class Cluster:
         for node in BROKERS:
             home = self.state / f"kafka-{node}"
             home.mkdir(parents=True, exist_ok=True)
-            (home / "server.properties").write_text(self.kafka_config(node))
+            _write_private(home / "server.properties", self.kafka_config(node))
             (home / "log4j2.yaml").write_text(stack._LOG4J2)
             if (home / "data" / "meta.properties").exists():
                 continue
+            # every principal's SCRAM credentials go into the metadata log at format time (the
+            # brokers need the admin's to replicate at all); the short-lived format process is the
+            # only one that sees them on its command line, and its output is not kept
+            scram = [a for p in acl.principals()
+                     for a in ("--add-scram", f"{acl.SASL_MECHANISM}=[name={p.name},password={self.password(p.name)}]")]
             procs.append((node, subprocess.Popen(
                 [*self._jvm(node), "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                 "-c", str(home / "server.properties")],
+                 "-c", str(home / "server.properties"), *scram],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
         for node, p in procs:
             out, _ = p.communicate(timeout=180)
             if p.returncode != 0:
-                raise ClusterError(f"kafka-{node}: storage format failed:\n{out}")
+                raise ClusterError(f"kafka-{node}: storage format failed:\n{_redact(out, self)}")
 
     def start_broker(self, node: int) -> None:
         if self.pid(f"kafka-{node}") is not None:
@@ -208,8 +302,8 @@ class Cluster:
         from kafka.errors import KafkaError
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers().split(","),
-                                     request_timeout_ms=3000, client_id="grdline-cluster-health")
+            admin = KafkaAdminClient(**{**self.admin_kwargs(), "client_id": "grdline-cluster-health"},
+                                     request_timeout_ms=3000)
         except (KafkaError, OSError, ValueError):
             return False
         try:
@@ -223,7 +317,7 @@ class Cluster:
         """``{partition: leader node id}`` of ``topic`` (-1 while a partition has no leader)."""
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers().split(","), request_timeout_ms=5000)
+        admin = KafkaAdminClient(**self.admin_kwargs(), request_timeout_ms=5000)
         try:
             (desc,) = admin.describe_topics([topic])
             return {p["partition_index"]: p["leader_id"] for p in desc["partitions"]}
@@ -234,7 +328,7 @@ class Cluster:
         """``{partition: in-sync replica node ids}`` of ``topic``."""
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers().split(","), request_timeout_ms=5000)
+        admin = KafkaAdminClient(**self.admin_kwargs(), request_timeout_ms=5000)
         try:
             (desc,) = admin.describe_topics([topic])
             return {p["partition_index"]: sorted(p["isr_nodes"]) for p in desc["partitions"]}
@@ -248,7 +342,7 @@ class Cluster:
 
         from ingest.admin import _topic_configs
 
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers().split(","), request_timeout_ms=5000)
+        admin = KafkaAdminClient(**self.admin_kwargs(), request_timeout_ms=5000)
         try:
             response = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
             return _topic_configs(response).get(topic, {})
@@ -265,16 +359,23 @@ class Cluster:
         home = self.state / "redis"
         home.mkdir(parents=True, exist_ok=True)
         conf = home / "redis.conf"
-        conf.write_text("\n".join([f"bind {HOST}", f"port {REDIS_PORT}", 'save ""', "appendonly yes",
-                                   "appendfsync everysec", *memory_config(), f"dir {home}",
-                                   "daemonize no"]) + "\n")
+        _write_private(conf, "\n".join([f"bind {HOST}", f"port {REDIS_PORT}", 'save ""', "appendonly yes",
+                                        "appendfsync everysec", *memory_config(), f"dir {home}",
+                                        "daemonize no", "protected-mode yes",
+                                        f"requirepass {self.password('redis')}"]) + "\n")
         self._spawn("redis", [server, str(conf)], home / "redis.log")
+
+    def redis_client(self, **kw: Any) -> Any:
+        """A redis-py client of this cluster's Redis, with its password."""
+        import redis
+
+        return redis.Redis(host=HOST, port=REDIS_PORT, password=self.password("redis"), **kw)
 
     def redis_up(self) -> bool:
         import redis
 
         try:
-            return bool(redis.Redis(host=HOST, port=REDIS_PORT, socket_timeout=2).ping())
+            return bool(self.redis_client(socket_timeout=2).ping())
         except redis.RedisError:
             return False
 
@@ -285,6 +386,12 @@ class Cluster:
             "GRDLINE_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers(),
             "GRDLINE_REDIS_HOST": HOST,
             "GRDLINE_REDIS_PORT": str(REDIS_PORT),
+            "GRDLINE_REDIS_PASSWORD": self.password("redis"),
+            # the replicas (ingress, model) are the Kafka principal grdline-ingress
+            "GRDLINE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "GRDLINE_KAFKA_SASL_MECHANISM": acl.SASL_MECHANISM,
+            "GRDLINE_KAFKA_SASL_USERNAME": acl.INGRESS,
+            "GRDLINE_KAFKA_SASL_PASSWORD": self.password(acl.INGRESS),
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_DEDUP_LOGS": "0",
             # Token authentication on every node and client (a joining `ray start` does not turn it
@@ -429,7 +536,8 @@ class Cluster:
         self.start_redis()
         stack._wait("redis (cluster)", self.redis_up, 30)
         stack._wait("kafka cluster (3 brokers)", self.brokers_up, timeout, self.state / "kafka-1" / "server.log")
-        ensure_topics(bootstrap_servers(), frames_leader)
+        ensure_topics(bootstrap_servers(), frames_leader, client_kwargs=self.admin_kwargs())
+        self.apply_acls()
         self._ensure_token()
         if not self.dashboard_up():
             self.start_ray_node("head")
@@ -481,8 +589,10 @@ class Cluster:
 # ----------------------------------------------------------------------------- topics, serve config
 
 
-def ensure_topics(bootstrap: str, frames_leader: int | None = None) -> None:
-    """Create the project topics (ingest.topics.DEFAULT_TOPICS) with replication 3.
+def ensure_topics(bootstrap: str, frames_leader: int | None = None,
+                  client_kwargs: dict[str, Any] | None = None) -> None:
+    """Create the project topics (ingest.topics.DEFAULT_TOPICS) with replication 3
+    (``client_kwargs``: kafka-python arguments with credentials; default: no authentication).
 
     ``frames_leader``: make that broker the preferred leader of every frames partition (the drill
     kills it); otherwise Kafka spreads the leaders."""
@@ -492,7 +602,8 @@ def ensure_topics(bootstrap: str, frames_leader: int | None = None) -> None:
 
     from ingest.topics import DEFAULT_TOPICS, FRAMES
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=30_000)
+    kw = {**(client_kwargs or {}), "bootstrap_servers": bootstrap.split(",")}
+    admin = KafkaAdminClient(**kw, request_timeout_ms=30_000)
     try:
         existing = set(admin.list_topics())
         for spec in DEFAULT_TOPICS:
@@ -554,6 +665,22 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- processes
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (it holds passwords)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _redact(text: str, cluster: Cluster) -> str:
+    """``text`` with every password of ``cluster`` replaced (error messages quote tool output)."""
+    for user in (*(p.name for p in acl.principals()), CONTROLLER_USER, "redis"):
+        text = text.replace(cluster.password(user), "<redacted>")
+    return text
 
 
 def _ray_auth_headers(token_file: Path) -> dict[str, str]:

@@ -84,11 +84,11 @@ def _done_ids(client, frame_ids) -> set[str]:
     return {fid for fid, ok in zip(frame_ids, pipe.execute(), strict=True) if ok}
 
 
-def _topic_records(bootstrap: str, topic: str) -> list:
-    """Every record of ``topic`` up to its current end."""
+def _topic_records(cluster, topic: str) -> list:
+    """Every record of ``topic`` up to its current end (read as the admin principal)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(**cluster.admin_kwargs(), group_id=None, enable_auto_commit=False)
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(tps)
@@ -106,15 +106,12 @@ def _topic_records(bootstrap: str, topic: str) -> list:
 
 def _drill(cluster, fault, name: str) -> dict[str, float]:
     """Stream, inject ``fault()`` KILL_AFTER_S in, wait for every result; check and time it."""
-    import redis
-
     from inference.contracts import RejectCommand
+    from ingest import acl
     from ingest.producer import FramePublisher
-    from ingest.settings import KafkaSettings
 
-    c = load_cluster()
-    settings = KafkaSettings(bootstrap_servers=c.bootstrap_servers())
-    client = redis.Redis(host=c.HOST, port=c.REDIS_PORT)
+    settings = cluster.kafka_settings(acl.CAMERA)  # the cameras' principal: frames only
+    client = cluster.redis_client()
     run_id = f"{name}-{uuid.uuid4().hex[:6]}"
     frames = _frames(run_id)
     ids = [m.frame_id for _, m in frames]
@@ -152,7 +149,7 @@ def _drill(cluster, fault, name: str) -> dict[str, float]:
     missing = [fid for fid in ids if fid not in done]
     assert not missing, f"{len(missing)} of {len(ids)} frames have no result, e.g. {missing[:3]}"
     # every frame is defective in the drill (threshold -1), so every item must be rejected, once
-    records = [(r, RejectCommand.from_kafka(r.value)) for r in _topic_records(c.bootstrap_servers(), "rejects")]
+    records = [(r, RejectCommand.from_kafka(r.value)) for r in _topic_records(cluster, "rejects")]
     mine = [(r, cmd) for r, cmd in records if cmd.item_id in stream.item_ids]
     per_item = Counter(cmd.item_id for _, cmd in mine)
     never = stream.item_ids - set(per_item)
@@ -164,7 +161,7 @@ def _drill(cluster, fault, name: str) -> dict[str, float]:
         for r, cmd in mine if cmd.item_id in twice]
     for line in duplicates:
         print(f"[{name}] DUPLICATE REJECT {line}")
-    dead = _topic_records(c.bootstrap_servers(), "frames.dlq")
+    dead = _topic_records(cluster, "frames.dlq")
     assert not dead, f"{len(dead)} dead letters during the drill"
     client.close()
     times = {
@@ -196,6 +193,63 @@ def test_every_project_topic_is_replicated_three_times(cluster):
         isr = cluster.in_sync(spec.name)
         assert len(isr) == spec.partitions and all(len(r) == 3 for r in isr.values()), (spec.name, isr)
         assert cluster.topic_config(spec.name).get("min.insync.replicas") == "2", spec.name
+
+
+def test_only_the_line_decides(cluster):
+    """SASL/SCRAM and ACLs on the brokers, a password on Redis, a token on Ray: a camera cannot
+    write a verdict, a dead letter or a replay; the station cannot write a verdict; a client
+    without credentials (or with a wrong password) gets nothing from Kafka, Redis or the Ray
+    dashboard. That the ingress principal can do its job is what the drills below show (the
+    replicas run as grdline-ingress, the publisher as grdline-camera)."""
+    import urllib.error
+    import urllib.request
+
+    import redis
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import KafkaError, TopicAuthorizationFailedError
+    from pydantic import SecretStr
+
+    from ingest import acl
+    from ingest.topics import DLQ, FRAMES, FRAMES_REPLAY, REJECTS
+
+    c = load_cluster()
+
+    def refused(principal_kwargs: dict, topic: str) -> None:
+        producer = KafkaProducer(**principal_kwargs, max_block_ms=15_000, retries=0)
+        try:
+            with pytest.raises(TopicAuthorizationFailedError):
+                producer.send(topic, key=b"item-1", value=b"forged verdict").get(timeout=30)
+        finally:
+            producer.close(timeout=5)
+
+    camera = cluster.kafka_settings(acl.CAMERA).client_kwargs()
+    for topic in (REJECTS, DLQ, FRAMES_REPLAY):
+        refused(camera, topic)
+    refused(cluster.kafka_settings(acl.STATION).client_kwargs(), REJECTS)
+    # the camera cannot even see the verdicts: the broker leaves topics it may not describe out of
+    # its metadata (and it has no Read anywhere)
+    consumer = KafkaConsumer(**camera, group_id=None, enable_auto_commit=False)
+    try:
+        visible = consumer.topics()
+        assert FRAMES in visible and not visible & {REJECTS, DLQ, FRAMES_REPLAY}, visible
+    finally:
+        consumer.close()
+
+    # no credentials / a wrong password: no connection that gets anything done
+    outsider = cluster.kafka_settings(None).client_kwargs()
+    wrong = cluster.kafka_settings(acl.CAMERA).model_copy(update={"sasl_password": SecretStr("wrong")})
+    for kwargs in (outsider, wrong.client_kwargs()):
+        with pytest.raises(KafkaError):
+            producer = KafkaProducer(**kwargs, max_block_ms=10_000, retries=0)
+            try:
+                producer.send(FRAMES, key=b"cam0", value=b"not a frame").get(timeout=20)
+            finally:
+                producer.close(timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host=c.HOST, port=c.REDIS_PORT, socket_timeout=5).set("grdline:forged", "1")
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(f"http://{c.HOST}:{c.RAY_DASHBOARD_PORT}/api/serve/applications/", timeout=10)
+    assert denied.value.code in (401, 403)
 
 
 def test_kill_the_frames_leader_broker(cluster):

@@ -82,3 +82,79 @@ def test_ray_state_stays_out_of_the_default_temp_dir(tmp_path):
     token = Path(env["RAY_AUTH_TOKEN_PATH"])
     assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
     assert Path(c.REPO, "deploy", "serve", "grdline.yaml") == c.SERVE_CONFIG
+
+
+def test_only_authenticated_principals_reach_the_brokers(tmp_path, monkeypatch):
+    """Every listener is SASL (SCRAM-SHA-512 for clients and between brokers, PLAIN between
+    controllers), the StandardAuthorizer denies what ingest.acl does not grant, and every
+    password derives from the one secret: another secret, other passwords."""
+    from ingest import acl
+
+    c = _cluster()
+    monkeypatch.delenv(c.SECRET_ENV, raising=False)
+    cl = c.Cluster(tmp_path)
+    p = _props(cl.kafka_config(1))
+    assert p["listeners"].startswith("SASL_PLAINTEXT://") and "PLAINTEXT://" not in p["listeners"].replace("SASL_PLAINTEXT://", "")
+    assert set(p["listener.security.protocol.map"].split(",")) == {"SASL_PLAINTEXT:SASL_PLAINTEXT", "CONTROLLER:SASL_PLAINTEXT"}
+    assert p["sasl.enabled.mechanisms"] == "SCRAM-SHA-512" and p["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert p["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert p["allow.everyone.if.no.acl.found"] == "false"
+    assert set(p["super.users"].split(";")) == {f"User:{acl.ADMIN}", f"User:{c.CONTROLLER_USER}"}
+    # one secret, a 0600 file made once; passwords differ per user and follow the secret
+    secret_file = tmp_path / "secret"
+    assert secret_file.exists() and secret_file.stat().st_mode & 0o077 == 0
+    users = [q.name for q in acl.principals()] + [c.CONTROLLER_USER, "redis"]
+    assert len({cl.password(u) for u in users}) == len(users)
+    assert cl.password(acl.ADMIN) in p["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
+    before = cl.password(acl.ADMIN)
+    monkeypatch.setenv(c.SECRET_ENV, "another-secret")
+    assert before not in cl.kafka_config(1) and cl.password(acl.ADMIN) in cl.kafka_config(1)
+    # the replicas are the ingress principal; the publisher the camera's; Redis has the password
+    env = cl.ray_env()
+    assert env["GRDLINE_KAFKA_SASL_USERNAME"] == acl.INGRESS and env["GRDLINE_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert env["GRDLINE_KAFKA_SASL_PASSWORD"] == cl.password(acl.INGRESS)
+    assert env["GRDLINE_REDIS_PASSWORD"] == cl.password("redis")
+    kw = cl.kafka_settings(acl.CAMERA).client_kwargs()
+    assert kw["sasl_plain_username"] == acl.CAMERA and kw["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert "sasl_mechanism" not in cl.kafka_settings(None).client_kwargs()
+    assert cl.password(acl.CAMERA) not in repr(cl.kafka_settings(acl.CAMERA))  # SecretStr: never in a repr
+
+
+def test_the_acls_of_ingest_acl_are_what_the_brokers_get():
+    """The grants the cluster applies (kafka-python ACL objects) are those of ingest.acl: the
+    camera writes the frames topic only; the ingress reads frames (live and replay) and rejects,
+    writes rejects and dead letters; the station reads rejects; nobody else writes a verdict."""
+    from kafka.admin import ACLOperation, ResourceType
+
+    from ingest import acl
+    from ingest.topics import DLQ, FRAMES, FRAMES_REPLAY, REJECTS
+
+    def grants(name: str) -> set[tuple[str, str, str]]:
+        return {(a.resource_pattern.resource_type.name, a.resource_pattern.resource_name, a.operation.name)
+                for a in acl.kafka_acls(acl.by_name(name))}
+
+    writes = {n: {r for t, r, op in grants(n) if t == "TOPIC" and op == "WRITE"} for n in
+              (acl.CAMERA, acl.INGRESS, acl.STATION, acl.REPLAYER)}
+    assert writes == {acl.CAMERA: {FRAMES}, acl.INGRESS: {REJECTS, DLQ}, acl.STATION: set(),
+                      acl.REPLAYER: {FRAMES_REPLAY}}
+    reads = {n: {r for t, r, op in grants(n) if op == "READ"} for n in (acl.CAMERA, acl.INGRESS, acl.STATION)}
+    assert reads == {acl.CAMERA: set(), acl.INGRESS: {FRAMES, FRAMES_REPLAY, REJECTS, acl.INGRESS_GROUP, acl.REPLAY_GROUP},
+                     acl.STATION: {REJECTS, acl.STATION_GROUP}}
+    assert ("TRANSACTIONAL_ID", acl.INGRESS_TRANSACTIONAL_PREFIX, "WRITE") in grants(acl.INGRESS)
+    assert all(a.operation is not ACLOperation.ALL and a.resource_pattern.resource_type is not ResourceType.CLUSTER
+               for p in acl.principals() for a in acl.kafka_acls(p))
+
+    class FakeAdmin:
+        def __init__(self, failed=()):
+            self.sent, self.failed = [], list(failed)
+
+        def create_acls(self, acls):
+            self.sent += acls
+            return {"succeeded": acls, "failed": self.failed}
+
+    ok = FakeAdmin()
+    assert acl.apply_acls(ok) == len(ok.sent) > 0
+    import pytest
+
+    with pytest.raises(RuntimeError, match="refused 1 ACL"):
+        acl.apply_acls(FakeAdmin(failed=["x"]))
