@@ -256,7 +256,8 @@ def register(subparsers) -> None:
     p.add_argument("--topic", default=FRAMES_REPLAY,
                    help=f"destination topic (default {FRAMES_REPLAY}; the live {FRAMES} needs --to-live)")
     p.add_argument("--to-live", action="store_true",
-                   help=f"allow --topic {FRAMES}: replayed frames go onto the live line's topic")
+                   help=f"allow --topic {FRAMES}: replayed frames go onto the live line's topic, where they "
+                        "are LIVE frames (the topic decides, not replay_of): deadlines apply and rejects are sent")
     p.add_argument("--from-topic", metavar="TOPIC", help="replay a range of this topic (no archive)")
     _range_args(p)
     p.add_argument("--speed", type=_rate, default=1.0, help="time scale, or 'max'")

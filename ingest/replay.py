@@ -9,13 +9,15 @@ Each frame is republished with its original bytes, key and headers except:
 * ``captured_at`` — unchanged, unless ``retime`` is set, which stamps the replay time;
 * ``deadline_ms`` — **dropped** by default: a deadline is ``captured_at + deadline_ms``, so an
   original deadline on an old capture time is long past and the line's late (fail-safe) policy
-  would turn every replayed frame into a reject. Replayed frames are decided into the replay
-  namespace and never actuate, so they need no deadline. ``keep_deadline`` keeps the header; with
+  would turn every replayed frame into a reject. Frames consumed from the replay topic are decided
+  into the replay namespace and never actuate (the topic decides, not the ``replay_of`` header:
+  :func:`inference.decision.is_replay`), so they need no deadline. ``keep_deadline`` keeps the header; with
   ``retime`` that rebases the deadline onto the replay time (``now + deadline_ms``), which is the
   only combination where keeping it makes sense.
 
 Destination: ``grdline replay`` writes to :data:`~ingest.topics.FRAMES_REPLAY` unless told
-otherwise, and refuses the live :data:`~ingest.topics.FRAMES` topic without ``--to-live``.
+otherwise, and refuses the live :data:`~ingest.topics.FRAMES` topic without ``--to-live``: on the
+live topic a replayed frame is a live frame (its deadline applies, its reject is sent).
 
 Timing: frame *i* is sent at ``t0 + (ts_i - ts_0) / speed`` where ``ts`` are the original record
 timestamps; ``speed=None`` sends as fast as the broker allows. A record whose headers break the
