@@ -18,6 +18,10 @@ health check.
 
 A redelivered frame that already has a result (``Outcome.write_result`` False) skips step 1; its
 stored result still goes through step 2 (the claim makes it a no-op when its command went out).
+A fail-safe result never replaces a stored model verdict of the same frame (the results sink keeps
+the stored one: a redelivery whose lookup failed while Redis was down): the frame then actuates by
+its stored verdict and counts as redelivered, so a part that passed is not rejected minutes later.
+Reject commands are therefore handed to the reject sink only after step 1 succeeded.
 Replayed frames write to their own namespace and actuate only when the operator asked.
 """
 
@@ -68,6 +72,7 @@ class Checkpoint:
         self._backoff_max = backoff_max_s
         self._sleep = sleep
         self._outcomes: list[Outcome] = []
+        self._to_actuate: list[Outcome] = []  # handed to the reject sink once step 1 confirmed
         self.failing_since: float | None = None
         self.last_error: BaseException | None = None
 
@@ -89,12 +94,20 @@ class Checkpoint:
             if o.write_result:
                 self.results.add(o.result, o.prefix)
             if o.actuate:
-                self.rejects.add(o.result)
+                self._to_actuate.append(o)
         self._outcomes.append(o)
 
     def flush(self) -> FlushReport:
         """Steps 1 → 2 → 3 (module doc); raises at the first unconfirmed step, keeping the rest."""
-        self.results.flush()
+        kept = self.results.flush()
+        if isinstance(kept, dict) and kept:
+            for o in self._outcomes:
+                stored = kept.get((o.prefix, o.result.frame_id)) if o.result is not None else None
+                if stored is not None:  # its stored model verdict stands: not decided again
+                    o.result, o.write_result, o.inspected = stored, False, False
+        for o in self._to_actuate:
+            self.rejects.add(o.result)
+        self._to_actuate = []
         sent = self.rejects.flush()
         self.dlq.flush()
         done, self._outcomes = self._outcomes, []

@@ -103,8 +103,37 @@ class ClaimBusy(SinkError):
     """A reject claim is held by a sender that may still be sending; retry."""
 
 
+#: KEYS[1] result hash, KEYS[2] the line's stream; ARGV new-is-fail-safe ('1'/'0'), ttl_s, stream
+#: maxlen, stream ttl_s, then the hash's field/value pairs -> 1 written, or the stored hash (kept).
+#: A fail-safe result never replaces a stored model verdict of the same frame (a redelivery whose
+#: result lookup failed, e.g. while Redis was down, must not turn a part that passed minutes ago
+#: into a late reject); anything else rewrites the frame's own result, with no stale fields.
+WRITE_RESULT_LUA = """
+if ARGV[1] == '1' then
+  local stored = redis.call('HGET', KEYS[1], 'failsafe')
+  if stored == '' then
+    return redis.call('HGETALL', KEYS[1])
+  end
+end
+redis.call('DEL', KEYS[1])
+local entry = {}
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if ARGV[i] ~= 'mask_png' then
+    entry[#entry + 1] = ARGV[i]
+    entry[#entry + 1] = ARGV[i + 1]
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(entry))
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+
 class RedisResultSink:
-    """One hash per frame (hash + TTL in one transaction) plus an entry in the line's stream."""
+    """One hash per frame (hash + TTL in one transaction) plus an entry in the line's stream; a
+    fail-safe result never replaces a stored model verdict (:data:`WRITE_RESULT_LUA`)."""
 
     def __init__(self, redis_factory: Callable[[], Any], ttl_s: int, stream_maxlen: int, stream_ttl_s: int):
         self._factory = redis_factory
@@ -112,32 +141,39 @@ class RedisResultSink:
         self._maxlen = stream_maxlen
         self._stream_ttl_s = stream_ttl_s
         self._redis: Any = None
+        self._write: Any = None
         self._buf: list[tuple[str, Result]] = []
 
     def setup(self) -> None:
         self._redis = self._factory()
+        self._write = self._redis.register_script(WRITE_RESULT_LUA)
 
     def add(self, result: Result, prefix: str) -> None:
         """Buffer ``result`` for ``prefix`` (live or replay namespace)."""
         self._buf.append((prefix, result))
 
-    def flush(self) -> int:
+    def flush(self) -> dict[tuple[str, str], Result]:
+        """Write everything buffered in one transaction (raises on failure; nothing partial is
+        left). Returns the results that were *kept* instead: ``(prefix, frame_id)`` → the stored
+        model verdict a buffered fail-safe result did not replace."""
         if not self._buf:
-            return 0
+            return {}
         pipe = self._redis.pipeline(transaction=True)
         for prefix, r in self._buf:
-            key = result_key(prefix, r.frame_id)
-            entry = r.to_redis(with_mask=False)
-            pipe.delete(key)  # a redelivered frame overwrites its own result, no stale fields
-            pipe.hset(key, mapping={**entry, "mask_png": r.mask_png})
-            pipe.expire(key, self._ttl_s)
-            skey = stream_key(prefix, r.line_id)
-            pipe.xadd(skey, entry, maxlen=self._maxlen, approximate=True)
-            pipe.expire(skey, self._stream_ttl_s)
-        pipe.execute()  # raises on a failed transaction; nothing partial is left
-        n = len(self._buf)
+            fields = [x for kv in {**r.to_redis(with_mask=False), "mask_png": r.mask_png}.items() for x in kv]
+            self._write(keys=[result_key(prefix, r.frame_id), stream_key(prefix, r.line_id)],
+                        args=["1" if r.failsafe is not None else "0", self._ttl_s, self._maxlen,
+                              self._stream_ttl_s, *fields], client=pipe)
+        answers = pipe.execute()
+        kept: dict[tuple[str, str], Result] = {}
+        for (prefix, r), got in zip(self._buf, answers, strict=True):
+            if isinstance(got, list):
+                stored = Result.from_redis(dict(zip(got[::2], got[1::2], strict=True)))
+                log.warning("frame %s: stored model verdict kept, fail-safe %s (%s) not written",
+                            r.frame_id, "reject" if r.decision else "pass", r.failsafe)
+                kept[(prefix, r.frame_id)] = stored
         self._buf.clear()
-        return n
+        return kept
 
     def close(self) -> None:
         if self._redis is not None:

@@ -174,3 +174,22 @@ def test_a_record_that_cannot_be_judged_goes_to_the_dead_letters_and_is_rejected
     report = cp.flush()
     assert len(dlq.written) == 1 and [r.frame_id for r in results.written] == ["f0"]
     assert report.sent == ["cmd:i0"] and tracker.committable() == {P0: 1}
+
+
+def test_a_kept_model_verdict_decides_actuation_and_counts_as_redelivered(world):
+    cp, tracker, log, (results, rejects, dlq) = world
+    stored_pass = make_result(frame_id="f0", item_id="i0", decision=False, score=0.1)
+
+    def keep_stored():  # the results sink kept the stored pass instead of the late reject
+        results.log.append("results.flush")
+        results.buf.clear()
+        return {("p", "f0"): stored_pass}
+
+    results.flush = keep_stored
+    late = result_outcome(tracker, 0, decision=True)
+    late.result = make_result(frame_id="f0", item_id="i0", decision=True, score=None, late=True,
+                              late_policy="reject", failsafe="late")
+    cp.add(late)
+    report = cp.flush()
+    assert rejects.written == [stored_pass]  # the reject sink sees the stored pass (no command for it)
+    assert report.outcomes[0].result is stored_pass and not report.outcomes[0].write_result

@@ -104,18 +104,20 @@ def claim(r, item: str) -> str | None:
 def test_result_sink_writes_hash_with_ttl_and_expiring_capped_stream(r):
     sink = RedisResultSink(lambda: r, ttl_s=60, stream_maxlen=2, stream_ttl_s=600)
     sink.setup()
-    assert sink.flush() == 0
+    assert sink.flush() == {}
     for i in range(3):
         sink.add(make_result(frame_id=f"f{i}"), "p")
     sink.add(make_result(frame_id="f9", replay_of="f1"), "p:replay")
-    assert sink.flush() == 4
+    assert sink.flush() == {}  # all written, none kept
+    assert all(r.exists(result_key("p", f"f{i}")) for i in range(3))
     assert Result.from_redis(r.hgetall(result_key("p", "f1"))).frame_id == "f1"
     assert 0 < r.ttl(result_key("p", "f1")) <= 60
     assert r.xlen(stream_key("p", "L1")) >= 2 and 0 < r.ttl(stream_key("p", "L1")) <= 600
     assert "mask_png" not in {k.decode() for k in r.xrange(stream_key("p", "L1"))[0][1]}
     assert Result.from_redis(r.hgetall(result_key("p:replay", "f9"))).replay_of == "f1"
     assert not r.exists(result_key("p", "f9"))  # a replay never lands in the live namespace
-    assert sink.flush() == 0  # buffer cleared
+    r.delete(result_key("p", "f1"))
+    assert sink.flush() == {} and not r.exists(result_key("p", "f1"))  # buffer cleared: nothing rewritten
 
 
 def test_result_sink_keeps_buffer_when_redis_is_down(server, r):
@@ -126,7 +128,25 @@ def test_result_sink_keeps_buffer_when_redis_is_down(server, r):
     with pytest.raises(redis.ConnectionError):
         sink.flush()
     server.connected = True
-    assert sink.flush() == 1 and r.exists(result_key("p", "f1"))
+    assert sink.flush() == {} and r.exists(result_key("p", "f1"))
+
+
+def test_a_failsafe_result_never_replaces_a_stored_model_verdict(r):
+    sink = RedisResultSink(lambda: r, ttl_s=60, stream_maxlen=10, stream_ttl_s=60)
+    sink.setup()
+    verdict = make_result(frame_id="f1", decision=False, score=0.1)
+    sink.add(verdict, "p")
+    sink.flush()
+    late = make_result(frame_id="f1", decision=True, score=None, late=True, late_policy="reject", failsafe="late")
+    sink.add(late, "p")
+    kept = sink.flush()  # redelivered after a Redis outage, decided again as late: the pass stands
+    assert kept[("p", "f1")].decision is False and kept[("p", "f1")].score == 0.1
+    assert Result.from_redis(r.hgetall(result_key("p", "f1"))).failsafe is None
+    fresh = make_result(frame_id="f2", decision=True, score=None, failsafe="timeout", late_policy="reject")
+    sink.add(fresh, "p")  # nothing stored: a fail-safe result is written
+    assert sink.flush() == {} and Result.from_redis(r.hgetall(result_key("p", "f2"))).failsafe == "timeout"
+    sink.add(make_result(frame_id="f2", decision=False, score=0.2), "p")  # a model verdict replaces it
+    assert sink.flush() == {} and Result.from_redis(r.hgetall(result_key("p", "f2"))).score == 0.2
 
 
 # --- rejects ------------------------------------------------------------------------------------
