@@ -298,3 +298,20 @@ def test_kill_a_ray_worker_node(cluster):
     print(f"[ray-node] {victim} rejoined; replicas spread again after {time.monotonic() - t:.1f}s")
     assert times["all_done_after_kill_s"] < 300
     _at_most_one_reject_per_item(times)
+
+
+def test_no_password_in_any_log(cluster):
+    """Secrets are never logged: after the drills, no log of this cluster (brokers, Redis, every Ray
+    process and replica) holds any password; only the 0600 config files do."""
+    from ingest import acl
+
+    c = load_cluster()
+    secrets = {u: cluster.password(u) for u in (*(p.name for p in acl.principals()), c.CONTROLLER_USER, "redis")}
+    logs = [p for p in cluster.state.rglob("*") if p.is_file() and (p.suffix in (".log", ".out", ".err") or "log" in p.name)]
+    logs += [p for p in (cluster.ray_temp / "session_latest" / "logs").rglob("*") if p.is_file()]
+    assert len(logs) > 10, logs  # brokers, Redis, Ray's own logs were found
+    leaked = [(str(p), u) for p in logs for u, pw in secrets.items() if pw.encode() in p.read_bytes()]
+    assert not leaked, f"passwords in logs: {leaked[:5]}"
+    for name in ("kafka-1/server.properties", "redis/redis.conf", "secret"):
+        path = cluster.state / name
+        assert not path.exists() or path.stat().st_mode & 0o077 == 0, name
