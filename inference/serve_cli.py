@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ingress-replicas", type=int)
     p.add_argument("--model-replicas", type=int)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--expect", action="append", default=[], metavar="LINE/CAMERA",
+                   help="a camera this app's frames topic must carry (repeatable): GrdlineNoFramesConsumed "
+                        "fires when it delivers nothing (config field expected_cameras)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     p.add_argument("--bind", default="127.0.0.1",
                    help="address Ray and the HTTP proxy bind to (default loopback)")
@@ -44,6 +47,13 @@ def register(subparsers: Any) -> None:
     t.set_defaults(func=_tail)
 
 
+def _expected(text: str) -> dict[str, str]:
+    line, sep, camera = text.partition("/")
+    if not (sep and line and camera):
+        raise SystemExit(f"--expect takes LINE/CAMERA, not {text!r}")
+    return {"line": line, "camera": camera}
+
+
 def _config(args: argparse.Namespace) -> Any:
     from inference.app import AppArgs, config_from_args
 
@@ -56,6 +66,8 @@ def _config(args: argparse.Namespace) -> Any:
         over["model"] = {"num_replicas": args.model_replicas}
     if args.batch_size:
         over["tuning"] = {"max_batch_size": args.batch_size}
+    if args.expect:
+        over["expected_cameras"] = [_expected(e) for e in args.expect]
     return config_from_args(AppArgs(config_file=args.config, model_dir=args.model, config=over))
 
 

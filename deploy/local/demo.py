@@ -93,7 +93,8 @@ def start_serve(model: Path) -> subprocess.Popen:
     print(f"$ grdline serve --model {rel(model)}   (log: {rel(RUNS / 'serve.log')})", flush=True)
     log = (RUNS / "serve.log").open("w")
     try:
-        return subprocess.Popen([*GRDLINE, "serve", "--model", str(model)], cwd=REPO, env=env,
+        expect = [a for i in range(CAMERAS) for a in ("--expect", f"{LINE}/cam{i}")]  # the no-frames alert watches them
+        return subprocess.Popen([*GRDLINE, "serve", "--model", str(model), *expect], cwd=REPO, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     finally:
         log.close()  # the child holds its own descriptor

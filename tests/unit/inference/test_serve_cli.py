@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from inference.serve_cli import _config, format_entry, register
 
 from .test_contracts import make_result
@@ -43,3 +45,10 @@ def test_format_entry_marks_failsafe_decisions():
     r = make_result(score=None, failsafe="model_failure", late_policy="reject")
     fields = {k.encode(): (v if isinstance(v, bytes) else v.encode()) for k, v in r.to_redis(with_mask=False).items()}
     assert "FAILSAFE:model_failure" in format_entry(fields)
+
+
+def test_expected_cameras_from_the_command_line():
+    cfg = _config(parser().parse_args(["serve", "--standin-ms", "5", "--expect", "L1/cam0", "--expect", "L1/cam1"]))
+    assert [(e.line, e.camera) for e in cfg.expected_cameras] == [("L1", "cam0"), ("L1", "cam1")]
+    with pytest.raises(SystemExit, match="LINE/CAMERA"):
+        _config(parser().parse_args(["serve", "--standin-ms", "5", "--expect", "cam0"]))
