@@ -101,17 +101,17 @@ def _wait_alert(prometheus_url: str, alert: str, t0: float, **labels: str) -> tu
 
 
 class _Camera(threading.Thread):
-    """Publishes simulated frames of two cameras of ``line`` at ``fps`` (stamped when sent)."""
+    """Publishes ``frames`` in item order at ``fps`` (each stamped when sent)."""
 
-    def __init__(self, kafka_settings, topic: str, line: str, fps: float = 4.0) -> None:
+    def __init__(self, kafka_settings, topic: str, frames: list, fps: float = 4.0) -> None:
         super().__init__(daemon=True)
         from kafka import KafkaProducer
 
         self._producer = KafkaProducer(**kafka_settings.client_kwargs(), acks="all", linger_ms=5)
-        self._frames = simulated_frames(cameras=2, per_camera=150, seed=5, defect_rate=0.0, line=line)
-        self._frames.sort(key=lambda f: (f.item_id, f.camera_id))
+        self._frames = sorted(frames, key=lambda f: (f.item_id, f.camera_id))
         self._topic, self._pause, self._halt = topic, 1.0 / fps, threading.Event()
         self.sent = 0
+        self._closed = False
 
     def run(self) -> None:
         from ingest.contract import FrameMeta, encode_frame
@@ -127,8 +127,11 @@ class _Camera(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(10)
-        self._producer.close()
+        if self.is_alive():
+            self.join(10)
+        if not self._closed:
+            self._closed = True
+            self._producer.close()
 
 
 def _expected(line: str) -> list[dict[str, str]]:
@@ -164,6 +167,45 @@ def test_a_misnamed_frames_topic_fires_no_frames_consumed(
     assert firing < ALERT_BOUND_S
 
 
+def test_a_camera_that_stops_fires_no_frames_consumed_for_it_alone(
+    app_config, kafka_settings, prometheus_url, short_rules, serve_instance  # noqa: F811
+):
+    from ray import serve
+
+    from inference.app import run
+
+    uid = uuid.uuid4().hex[:8]
+    line = f"Ls{uid}"
+    cfg = app_config(partitions=2, standin={"batch_latency_ms": 5}, tuning={"max_batch_size": 4},
+                     expected_cameras=_expected(line))
+    short_rules(cfg.app_name)
+    alert = "GrdlineNoFramesConsumed"
+    consumed = f'{im.prometheus_name(im.FRAMES_CONSUMED)}{{line="{line}",camera="cam1"}}'
+    frames = simulated_frames(cameras=2, per_camera=300, seed=5, defect_rate=0.0, line=line)
+    cam0, cam1 = (_Camera(kafka_settings, cfg.topics.frames, [f for f in frames if f.camera_id == c], fps=2.0)
+                  for c in ("cam0", "cam1"))
+    try:
+        ingress = run(cfg)
+        wait_assigned(ingress)
+        cam0.start()
+        cam1.start()
+        wait_for(lambda: _get(prometheus_url, "/api/v1/query", query=consumed)["result"], 90,
+                 "cam1's consumed frames in Prometheus", interval_s=1.0)
+        time.sleep(float(QUIET_WINDOW.rstrip("s")))  # a full window of both cameras delivering
+        assert not alert_states(prometheus_url, alert, line=line)
+        cam1.stop()  # the fault: cam1 goes quiet, cam0 goes on
+        t0 = time.monotonic()
+        pending, firing = _wait_alert(prometheus_url, alert, t0, line=line, camera="cam1")
+        assert not alert_states(prometheus_url, alert, line=line, camera="cam0"), "cam0 still delivers"
+    finally:
+        cam0.stop()
+        cam1.stop()
+        serve.delete(cfg.app_name, _blocking=True)
+    print(f"\n[alert timing] {alert}: a delivering camera stops -> pending {pending:.1f}s, firing {firing:.1f}s "
+          f"(rules: quiet window {QUIET_WINDOW}, for {HOLD})")
+    assert firing < ALERT_BOUND_S
+
+
 def test_a_model_answering_nan_fires_failsafe_ratio_high(
     app_config, kafka_settings, prometheus_url, short_rules, serve_instance  # noqa: F811
 ):
@@ -178,7 +220,8 @@ def test_a_model_answering_nan_fires_failsafe_ratio_high(
     short_rules(cfg.app_name)
     ratio, quiet = "GrdlineFailsafeRatioHigh", "GrdlineNoFramesConsumed"
     consumed = f'sum({im.prometheus_name(im.FRAMES_CONSUMED)}{{line="{line}"}})'
-    camera = _Camera(kafka_settings, cfg.topics.frames, line)
+    camera = _Camera(kafka_settings, cfg.topics.frames,
+                     simulated_frames(cameras=2, per_camera=150, seed=5, defect_rate=0.0, line=line))
     try:
         ingress = run(cfg)
         wait_assigned(ingress)
@@ -230,4 +273,57 @@ def test_a_deleted_serve_app_fires_serve_app_not_running(
         serve.delete(cfg.app_name, _blocking=True)
     print(f"\n[alert timing] {alert}: app deleted -> pending {pending:.1f}s, firing {firing:.1f}s "
           f"(rules: for {HOLD})")
+    assert firing < ALERT_BOUND_S
+
+
+def test_a_camera_that_cannot_publish_fires_camera_publish_failing(
+    topic_factory, kafka_settings, prometheus_url, short_rules  # noqa: F811
+):
+    """The frames topic is deleted under a running camera (cam0): its sends fail after the
+    delivery timeout (5 s here; production 120 s) and are counted on the camera's /metrics, which
+    the local Prometheus scrapes; cam1, publishing to a live topic, must not fire."""
+    from ingest import metrics as ingest_metrics
+    from ingest.contract import FrameMeta
+    from ingest.producer import FramePublisher
+    from ingest.settings import INGEST_METRICS_PORT
+
+    try:
+        ingest_metrics.serve(INGEST_METRICS_PORT)
+    except OSError:  # this process serves it already (another test); checked below in any case
+        pass
+    uid = uuid.uuid4().hex[:8]
+    line = f"Lp{uid}"
+    doomed, live = topic_factory(1, "frames"), topic_factory(1, "frames")
+    short_rules("unused")
+    alert = "GrdlineCameraPublishFailing"
+    fast_fail = {"max_block_ms": 2000, "delivery_timeout_ms": 5000, "request_timeout_ms": 3000}
+    frames = {f"cam{c}": simulated_frames(cameras=1, per_camera=60, seed=9, defect_rate=0.0, line=line)
+              for c in range(2)}
+    failing = FramePublisher(kafka_settings, doomed, producer_kwargs=fast_fail).start()
+    healthy = FramePublisher(kafka_settings, live, producer_kwargs=fast_fail).start()
+    t0 = None
+    try:
+        for i in range(60):
+            for cam, publisher in (("cam0", failing), ("cam1", healthy)):
+                f = frames[cam][i]
+                meta = FrameMeta.from_captured(f, "png").model_copy(
+                    update={"camera_id": cam, "frame_id": f"{f.frame_id}-{cam}", "captured_at": datetime.now(UTC)})
+                publisher.publish(f.image, meta)
+            if i == 3:
+                delete_topics(kafka_settings, [doomed])  # the fault
+                t0 = time.monotonic()
+            if t0 is not None and alert_states(prometheus_url, alert, line=line, camera="cam0"):
+                break
+            time.sleep(1.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{INGEST_METRICS_PORT}/metrics", timeout=10) as r:
+            exposed = r.read().decode()
+        assert f'line="{line}"' in exposed, f"port {INGEST_METRICS_PORT} is served by another process"
+        pending, firing = _wait_alert(prometheus_url, alert, t0, line=line, camera="cam0")
+        assert not alert_states(prometheus_url, alert, line=line, camera="cam1")
+    finally:
+        healthy.close(timeout=15)
+        failing.close(timeout=15)
+    assert failing.failed > 0 and healthy.failed == 0
+    print(f"\n[alert timing] {alert}: frames topic deleted under the camera -> pending {pending:.1f}s, "
+          f"firing {firing:.1f}s (delivery timeout 5 s; rules: rate window {RATE_WINDOW}, for {HOLD})")
     assert firing < ALERT_BOUND_S
