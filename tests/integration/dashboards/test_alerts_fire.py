@@ -12,7 +12,10 @@ README table. Faults:
 (b) the model answers NaN for every frame (live reconfigure of the stand-in) →
     ``GrdlineFailsafeRatioHigh`` (reason ``model_failure``), while the cameras still deliver so
     ``GrdlineNoFramesConsumed`` stays silent for them;
-(c) the Serve application deleted → ``GrdlineServeAppNotRunning``.
+(c) the Serve application deleted → ``GrdlineServeAppNotRunning``;
+(d) one of two delivering cameras stops → ``GrdlineNoFramesConsumed`` for it alone;
+(e) the frames topic deleted under a publishing camera → ``GrdlineCameraPublishFailing`` for it
+    alone (its /metrics served on the ingest port that the local Prometheus scrapes).
 """
 
 from __future__ import annotations
