@@ -39,7 +39,7 @@ RESULT_BYTES_GOOD = 1000
 #: A result hash of a defective frame (1-bit PNG mask of a 128 px frame). Before: 2574.
 RESULT_BYTES_DEFECT = 1100
 #: One entry of a line's capped stream (the hash's fields without the mask).
-STREAM_ENTRY_BYTES = 560
+STREAM_ENTRY_BYTES = 600
 #: One reject claim (``frame|sent``, with its TTL).
 CLAIM_BYTES = 290
 #: Redis' own start-up memory and client buffers.

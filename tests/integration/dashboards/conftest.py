@@ -45,6 +45,8 @@ class ShortRun:
     truth_path: Path
     cfg: ServeAppConfig
     records_sent: int
+    #: the record that is no frame: dead-lettered, and rejected (its line and item can be read)
+    unjudged_id: str
 
 
 def _frames(line: str, run_id: str) -> list:
@@ -144,18 +146,19 @@ def short_run(serve_instance, kafka_settings, redis_settings, prometheus_url,  #
                 # rendered up front: stamp the capture when it is sent, as a camera would
                 meta = meta.model_copy(update={"captured_at": datetime.now(UTC)})
                 publisher.publish(f.image, meta)
-                if i == len(frames) // 2:  # a record that is no frame: dead-lettered, not decided
+                if i == len(frames) // 2:  # a record that is no frame: dead-lettered and rejected
                     bad = FrameMeta.from_captured(f, "png").model_copy(
                         update={"frame_id": f"{f.frame_id}-bad"})
+                    unjudged_id = bad.frame_id
                     publisher.send(b"not an image", meta_to_headers(bad), key=f.camera_id.encode(),
                                    frame_id=bad.frame_id, line_id=line, camera_id=f.camera_id)
                 time.sleep(pause)
             publisher.flush(timeout=30)
             ids = [f.frame_id for f in frames]
 
-            def decided() -> bool:
+            def decided() -> bool:  # the unjudged record included: its REJECT is a result too
                 pipe = client.pipeline(transaction=False)
-                for fid in ids:
+                for fid in [*ids, unjudged_id]:
                     pipe.exists(result_key(prefix, fid))
                 return all(pipe.execute())
 
@@ -169,7 +172,7 @@ def short_run(serve_instance, kafka_settings, redis_settings, prometheus_url,  #
                      120, "Prometheus counting every frame of the short run", interval_s=2.0)
             time.sleep(4)  # one more scrape of every gauge and histogram after the last frame
             until = datetime.now(UTC)
-            yield ShortRun(line, prefix, since, until, ids, truth_path, cfg, len(ids) + 1)
+            yield ShortRun(line, prefix, since, until, ids, truth_path, cfg, len(ids) + 1, unjudged_id)
     finally:
         publisher.close()
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))

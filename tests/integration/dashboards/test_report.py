@@ -82,10 +82,13 @@ def test_report_of_a_short_run_renders_and_matches_redis_and_prometheus(
 
     # --- the numbers are Redis' -----------------------------------------------------------------
     pipe = redis_client.pipeline(transaction=False)
-    for fid in short_run.frame_ids:
+    for fid in [*short_run.frame_ids, short_run.unjudged_id]:
         pipe.hgetall(result_key(short_run.prefix, fid))
     stored = [Result.from_redis(h) for h in pipe.execute() if h]
-    assert len(stored) == len(short_run.frame_ids)
+    assert len(stored) == len(short_run.frame_ids) + 1
+    unjudged = [r for r in stored if r.failsafe == "invalid_input"]
+    assert [(r.frame_id, r.decision) for r in unjudged] == [(short_run.unjudged_id, True)]  # no verdict, no pass
+    judged = [r for r in stored if r.failsafe != "invalid_input"]
     redis_numbers = summary["redis"]
     assert redis_numbers["frames"] == len(stored)
     assert redis_numbers["defective"] == sum(r.decision for r in stored)
@@ -108,8 +111,8 @@ def test_report_of_a_short_run_renders_and_matches_redis_and_prometheus(
         assert prom[key] == pytest.approx(expected), key
         assert f'id="prom-{key}">{expected:.0f}<' in dom.stdout, key
     assert prom["consumed"] == short_run.records_sent and prom["dead_lettered"] == 1
-    assert prom["inspected"] + prom["late"] == len(stored)
-    assert prom["defective"] == sum(r.decision for r in stored if not r.late)
+    assert prom["inspected"] + prom["late"] == len(judged)
+    assert prom["defective"] == sum(r.decision for r in judged if not r.late)
     p99 = summary["prometheus_latency"]["e2e_p99_s"]
     assert p99 is not None and 0 < p99 < 10
     per_batch = summary["prometheus_latency"]["frames_per_batch"]
@@ -117,7 +120,7 @@ def test_report_of_a_short_run_renders_and_matches_redis_and_prometheus(
 
     # --- ground truth: every decision scored, counts consistent --------------------------------
     truth = summary["truth"]
-    assert truth["frames_scored"] == len(stored)
+    assert truth["frames_scored"] == len(judged)  # the camera's truth file knows the frames it sent
     assert truth["caught"] + truth["escapes"] == truth["defective_frames"]
     assert truth["cosmetic_outside_roi"] > 0
     assert f'id="truth-escapes">{truth["escapes"]}<' in dom.stdout
